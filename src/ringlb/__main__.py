@@ -1,0 +1,3 @@
+from ringlb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""Wiring and lifecycle: builds the planes from the settings, starts them in order and
+stops them in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+
+from ringlb.admin import AdminAPI
+from ringlb.config import Settings
+from ringlb.health import HeartbeatMonitor, HeartbeatProber
+from ringlb.keys import RandomKeys
+from ringlb.policies import make_policy
+from ringlb.proxy import Proxy
+from ringlb.replicaset import ReplicaSet
+from ringlb.runtimes import Runtime, make_runtime
+from ringlb.supervisor import Supervisor
+
+log = logging.getLogger("ringlb")
+
+
+class Balancer:
+    """The running balancer: `start()` returns once it serves, `stop()` undoes everything."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
+        self.settings = settings
+        rng = random.Random(settings.seed)
+        self.runtime = runtime or make_runtime(settings.runtime)
+        self.prober = HeartbeatProber(settings.heartbeat_timeout)
+        self.replicaset = ReplicaSet(
+            self.runtime,
+            make_policy(settings.policy),
+            self.prober.probe,
+            max_replicas=settings.max_replicas,
+            start_timeout=settings.replica_start_timeout,
+            drain_timeout=settings.drain_timeout,
+            rng=rng,
+        )
+        self.admin = AdminAPI(self.replicaset)
+        self.proxy = Proxy(
+            self.replicaset,
+            self.admin,
+            pool_size=settings.upstream_pool_size,
+            connect_timeout=settings.upstream_connect_timeout,
+            timeout=settings.upstream_timeout,
+            max_attempts=settings.upstream_max_attempts,
+            max_body=settings.max_body,
+            random_key=RandomKeys(random.Random(rng.random())),
+        )
+        self.replicaset.on_forget.append(self.proxy.forget)
+        self.monitor = HeartbeatMonitor(
+            self.replicaset, self.prober, settings.heartbeat_interval, settings.heartbeat_misses
+        )
+        self.supervisor = Supervisor(self.replicaset)
+        self.server: asyncio.Server | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        """Adopts or starts the initial replicas, then listens. Raises if they fail."""
+        settings, rs = self.settings, self.replicaset
+        adopted = await self.runtime.adopt()
+        rs.adopt(adopted)
+        if adopted:
+            log.info("adopted %d replica(s): %s", len(adopted), ", ".join(rs.names()))
+        rs.target = max(settings.replicas, len(adopted))
+        names = [n for n in settings.initial_hostnames() if n not in rs.names()]
+        async with rs.lock:
+            await rs.spawn(names[: rs.missing()])
+        self.tasks = [
+            asyncio.create_task(self.monitor.run(), name="heartbeat-monitor"),
+            asyncio.create_task(self.supervisor.run(), name="supervisor"),
+            asyncio.create_task(self._forward_runtime_deaths(), name="runtime-events"),
+        ]
+        self.server = await asyncio.get_running_loop().create_server(
+            self.proxy.protocol,
+            settings.host,
+            settings.port,
+            backlog=4096,
+            reuse_address=True,
+        )
+        log.info(
+            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s)",
+            settings.host,
+            self.port,
+            self.runtime.name,
+            rs.policy.name,
+            ",".join(rs.snapshot.names()),
+        )
+
+    async def _forward_runtime_deaths(self) -> None:
+        async for name in self.runtime.deaths():
+            self.replicaset.report_death(name)
+
+    async def stop(self) -> None:
+        """Stops listening, cancels the control plane, closes pools, stops replicas."""
+        if self.server is not None:
+            self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.tasks = []
+        self.proxy.close()
+        await self.replicaset.shutdown()
+        await self.runtime.close()
+        await self.prober.close()
+        log.info("ringlb stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the balancer until SIGTERM or SIGINT, then shuts it down cleanly."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    balancer = Balancer(settings)
+    try:
+        await balancer.start()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await balancer.stop()

@@ -1,0 +1,75 @@
+"""The `ringlb` command: `serve` (the balancer) and `replica` (one replica server)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from ringlb import __version__
+from ringlb.config import Settings, SettingsError, load_settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--flag` per Settings field, so flags and settings never drift apart."""
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        parser.add_argument(
+            flag,
+            dest=name,
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=f"{field.description} [env RINGLB_{name.upper()}; default {default!r}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ringlb", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"ringlb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the load balancer")
+    _add_settings_flags(serve)
+
+    replica = commands.add_parser("replica", help="run one replica web server")
+    replica.add_argument("--id", required=True, help="SERVER_ID, the replica's hostname")
+    replica.add_argument("--host", default="0.0.0.0", help="listen address")
+    replica.add_argument("--port", type=int, default=5000, help="listen port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    if command == "replica":
+        from ringlb.lifeline import die_with_parent
+        from ringlb.replica_server import serve_replica
+
+        die_with_parent()
+        serve_replica(args["id"], args["host"], args["port"])
+        return 0
+
+    try:
+        settings = load_settings(**args)
+    except SettingsError as exc:
+        print(f"ringlb: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from ringlb.app import serve
+    from ringlb.eventloop import install_fast_loop
+
+    install_fast_loop()
+    try:
+        asyncio.run(serve(settings))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        logging.getLogger("ringlb").error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,90 @@
+"""Health: heartbeat probes and the monitor that turns missed heartbeats into transitions.
+
+The monitor owns the timers and only reports transitions to the ReplicaSet (down, or back
+up for a replica the proxy had ejected); it never starts or stops anything itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+
+from ringlb.replica import Replica
+from ringlb.replicaset import MemberState, ReplicaSet
+
+log = logging.getLogger("ringlb.health")
+
+
+class HeartbeatProber:
+    """Answers one question: does a replica's `/heartbeat` return 200 within the timeout?"""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def probe(self, replica: Replica) -> bool:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+                timeout=self._timeout,
+            )
+        url = f"http://{replica.host}:{replica.port}/heartbeat"
+        try:
+            async with self._session.get(url) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HeartbeatMonitor:
+    """Probes every serving or ejected replica each `interval` seconds.
+
+    `misses` consecutive failed probes report a serving replica dead. A replica the proxy
+    ejected (a hard connection failure) is probed at once: one failed probe confirms it
+    dead, a good one puts it back in the ring.
+    """
+
+    def __init__(
+        self, replicaset: ReplicaSet, prober: HeartbeatProber, interval: float, misses: int
+    ) -> None:
+        self._replicaset = replicaset
+        self._prober = prober
+        self._interval = interval
+        self._misses = misses
+        self._missed: dict[Replica, int] = {}
+
+    async def run(self) -> None:
+        wake = self._replicaset.ejected
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._interval)
+            wake.clear()
+            await self.probe_all()
+
+    async def probe_all(self) -> None:
+        watched = self._replicaset.members_in(MemberState.SERVING, MemberState.EJECTED)
+        results = await asyncio.gather(*(self._prober.probe(r) for r, _ in watched))
+        alive = set()
+        for (replica, state), ok in zip(watched, results, strict=True):
+            alive.add(replica)
+            if ok:
+                self._missed.pop(replica, None)
+                if state is MemberState.EJECTED:
+                    self._replicaset.readmit(replica)
+                continue
+            missed = self._missed.get(replica, 0) + 1
+            self._missed[replica] = missed
+            if state is MemberState.EJECTED or missed >= self._misses:
+                log.warning("replica %s missed %d heartbeat(s): down", replica.name, missed)
+                self._replicaset.report_death(replica.name, replica)
+        for gone in set(self._missed) - alive:
+            del self._missed[gone]

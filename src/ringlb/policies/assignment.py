@@ -1,0 +1,38 @@
+"""`assignment`: the specification's ring (512 slots, K=9, H and PHI polynomials)."""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+from ringlb.policies.base import EmptyPicker, Picker
+from ringlb.replica import Replica
+from ringlb.ring import HashRing, RingParams
+
+
+class RingPicker:
+    """Routes a key to the first replica clockwise on a `HashRing` of replica ids."""
+
+    __slots__ = ("ring",)
+
+    def __init__(self, ring: HashRing[Replica]) -> None:
+        self.ring = ring
+
+    def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
+        if not exclude:
+            return self.ring.lookup(key)
+        for replica in self.ring.walk(key):
+            if replica not in exclude:
+                return replica
+        return None
+
+
+class AssignmentPolicy:
+    name = "assignment"
+
+    def __init__(self, params: RingParams | None = None) -> None:
+        self.params = params or RingParams()
+
+    def build(self, replicas: Sequence[Replica]) -> Picker:
+        if not replicas:
+            return EmptyPicker()
+        return RingPicker(HashRing(self.params, ((r, r.rid) for r in replicas)))

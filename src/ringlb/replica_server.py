@@ -1,0 +1,60 @@
+"""The replica web server: `/home`, `/heartbeat`, and a JSON 404 for everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from ringlb import contract
+
+log = logging.getLogger("ringlb.replica")
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    return web.Response(status=status, body=body, content_type=contract.JSON_CONTENT_TYPE)
+
+
+def make_app(server_id: str) -> web.Application:
+    """Returns the replica application answering as `server_id`."""
+    home_body = contract.home_message(server_id)
+
+    async def home(request: web.Request) -> web.Response:
+        return _json(200, home_body)
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_get("/home", home)
+    app.router.add_get("/heartbeat", heartbeat)
+    app.middlewares.append(_unknown_endpoint)
+    return app
+
+
+@web.middleware
+async def _unknown_endpoint(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Turns aiohttp's 404 and 405 into the contract's JSON 404 naming the path."""
+    try:
+        return await handler(request)
+    except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+        return _json(404, contract.unknown_endpoint(request.path))
+
+
+def serve_replica(server_id: str, host: str, port: int) -> None:
+    """Runs the replica in the foreground until SIGTERM or SIGINT."""
+    from ringlb.eventloop import install_fast_loop
+
+    install_fast_loop()
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {server_id} %(message)s")
+    web.run_app(
+        make_app(server_id),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        backlog=4096,
+        loop=asyncio.new_event_loop(),
+    )

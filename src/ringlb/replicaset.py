@@ -1,0 +1,291 @@
+"""ReplicaSet: the single writer of membership, and the publisher of routing snapshots.
+
+Every change (add, remove, ejection, death, respawn) goes through here. Multi-step changes
+(`spawn`, `retire`) run under `lock`; each state change itself is synchronous, so it is
+atomic on the event loop, and ends by publishing a new immutable `Snapshot` built from the
+current state. The data plane only ever reads `replicaset.snapshot`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ringlb import contract
+from ringlb.contract import ContractError, MembershipRequest
+from ringlb.policies import Picker, Policy
+from ringlb.replica import Replica
+from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
+
+log = logging.getLogger("ringlb.replicaset")
+
+Probe = Callable[[Replica], Awaitable[bool]]
+
+READY_POLL = 0.05
+DRAIN_POLL = 0.01
+
+
+class MemberState(enum.Enum):
+    STARTING = "starting"  # launched, not yet answering its heartbeat: not routed to
+    SERVING = "serving"  # in the ring
+    EJECTED = "ejected"  # out of the ring after a hard failure, until a probe decides
+    DOWN = "down"  # dead; waits for the supervisor to delete and replace it
+    RETIRING = "retiring"  # being removed by /rm: out of the ring, draining
+
+
+@dataclass(eq=False)
+class Member:
+    replica: Replica
+    state: MemberState
+    died: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Immutable routing state: the serving replicas in join order and the policy's picker."""
+
+    version: int
+    replicas: tuple[Replica, ...]
+    picker: Picker
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.replicas]
+
+
+class SpawnError(Exception):
+    """A replica failed to start or to answer its first heartbeat."""
+
+
+class ReplicaSet:
+    def __init__(
+        self,
+        runtime: Runtime,
+        policy: Policy,
+        probe: Probe,
+        *,
+        max_replicas: int,
+        start_timeout: float,
+        drain_timeout: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._policy = policy
+        self._probe = probe
+        self.max_replicas = max_replicas
+        self._start_timeout = start_timeout
+        self._drain_timeout = drain_timeout
+        self._rng = rng or random.Random()
+        self._members: dict[str, Member] = {}  # insertion order = join order
+        self._next_rid = 1
+        self._version = 0
+        self.lock = asyncio.Lock()
+        self.target = 0
+        self.dead: asyncio.Queue[str] = asyncio.Queue()  # consumed by the supervisor
+        self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
+        # Called with each replica that leaves for good (the proxy closes its pool).
+        self.on_forget: list[Callable[[Replica], None]] = []
+        self.snapshot = Snapshot(0, (), policy.build(()))
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def members_in(self, *states: MemberState) -> list[tuple[Replica, MemberState]]:
+        return [(m.replica, m.state) for m in self._members.values() if m.state in states]
+
+    def names(self) -> list[str]:
+        """Returns every member's name, whatever its state."""
+        return list(self._members)
+
+    def generate_name(self) -> str:
+        """Returns `server_` + 6 hex digits, unused by any member."""
+        while True:
+            name = f"server_{self._rng.getrandbits(24):06x}"
+            if name not in self._members:
+                return name
+
+    # -- synchronous transitions (atomic on the event loop) ------------------------------
+
+    def _publish(self) -> None:
+        serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
+        self._version += 1
+        self.snapshot = Snapshot(self._version, serving, self._policy.build(serving))
+
+    def set_policy(self, policy: Policy) -> None:
+        """Switches the policy; requests in flight finish on the snapshot they read."""
+        self._policy = policy
+        self._publish()
+
+    def eject(self, replica: Replica) -> None:
+        """Takes a replica that failed a request out of the ring at once (data plane)."""
+        member = self._members.get(replica.name)
+        if member is None or member.replica is not replica:
+            return
+        if member.state is MemberState.SERVING:
+            member.state = MemberState.EJECTED
+            log.warning("replica %s ejected after a failed request", replica.name)
+            self._publish()
+            self.ejected.set()
+
+    def readmit(self, replica: Replica) -> None:
+        """Puts an ejected replica that answers its heartbeat back in the ring."""
+        member = self._members.get(replica.name)
+        if member and member.replica is replica and member.state is MemberState.EJECTED:
+            member.state = MemberState.SERVING
+            log.info("replica %s answers again: back in the ring", replica.name)
+            self._publish()
+
+    def report_death(self, name: str, replica: Replica | None = None) -> None:
+        """Records that `name` died (runtime event, missed heartbeats or a failed probe)."""
+        member = self._members.get(name)
+        if member is None or (replica is not None and member.replica is not replica):
+            return
+        member.died.set()
+        if member.state in (MemberState.SERVING, MemberState.EJECTED):
+            member.state = MemberState.DOWN
+            log.warning("replica %s is down", name)
+            self._publish()
+            self.dead.put_nowait(name)
+
+    # -- membership changes (call under `lock`) ------------------------------------------
+
+    async def spawn(self, names: Sequence[str]) -> None:
+        """Starts `names`, waits for each first good heartbeat, then admits them together.
+
+        All or nothing: if one fails, every replica started here is stopped and forgotten,
+        and SpawnError names the first failure.
+        """
+        members = []
+        for name in names:
+            replica = Replica(name=name, rid=self._next_rid, host="", port=0)
+            self._next_rid += 1
+            member = Member(replica, MemberState.STARTING)
+            self._members[name] = member
+            members.append(member)
+        results = await asyncio.gather(
+            *(self._start_one(m) for m in members), return_exceptions=True
+        )
+        failures = [(m, r) for m, r in zip(members, results, strict=True) if r is not None]
+        if failures:
+            await self._forget(members)
+            member, error = failures[0]
+            raise SpawnError(f"Replica '{member.replica.name}' failed to start: {error}")
+        for member in members:
+            # Re-insert so that join order is the order of admission.
+            del self._members[member.replica.name]
+            self._members[member.replica.name] = member
+            member.state = MemberState.SERVING
+        self._publish()
+        log.info("joined: %s", ", ".join(names))
+
+    async def _start_one(self, member: Member) -> Exception | None:
+        try:
+            running = await self._runtime.start(member.replica.name, member.replica.rid)
+        except RuntimeFailure as exc:
+            return exc
+        member.replica.host, member.replica.port = running.host, running.port
+        if await self._wait_ready(member):
+            return None
+        if member.died.is_set():
+            return SpawnError("it exited before answering its heartbeat")
+        return SpawnError(f"no heartbeat within {self._start_timeout:g} s")
+
+    async def _wait_ready(self, member: Member) -> bool:
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline and not member.died.is_set():
+            if await self._probe(member.replica):
+                return True
+            await asyncio.sleep(READY_POLL)
+        return False
+
+    def adopt(self, running: Iterable[RunningReplica]) -> None:
+        """Admits replicas the runtime already runs (after a balancer restart)."""
+        for item in running:
+            replica = Replica(name=item.name, rid=item.rid, host=item.host, port=item.port)
+            self._members[item.name] = Member(replica, MemberState.SERVING)
+            self._next_rid = max(self._next_rid, item.rid + 1)
+        self._publish()
+
+    async def retire(self, names: Sequence[str]) -> None:
+        """Takes `names` out of the ring, lets in-flight requests finish, stops and forgets."""
+        members = [self._members[n] for n in names if n in self._members]
+        for member in members:
+            member.state = MemberState.RETIRING
+        self._publish()
+        deadline = time.monotonic() + self._drain_timeout
+        while any(m.replica.inflight for m in members) and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        await self._forget(members)
+
+    async def delete(self, names: Sequence[str]) -> None:
+        """Stops and forgets `names` at once, without draining (they are dead)."""
+        await self._forget([self._members[n] for n in names if n in self._members])
+
+    def missing(self) -> int:
+        """Returns how many replicas are needed to reach the target."""
+        return max(0, self.target - len(self._members))
+
+    async def _forget(self, members: Sequence[Member]) -> None:
+        await asyncio.gather(*(self._runtime.stop(m.replica.name) for m in members))
+        for member in members:
+            if self._members.get(member.replica.name) is member:
+                del self._members[member.replica.name]
+        self._publish()
+        for member in members:
+            for callback in self.on_forget:
+                callback(member.replica)
+
+    # -- the admin operations: validate against live state, then change -----------------
+
+    async def add(self, request: MembershipRequest) -> list[str]:
+        """Adds replicas per `/add`; returns the serving names. Raises ContractError."""
+        async with self.lock:
+            for name in request.hostnames:
+                if name in self._members:
+                    raise ContractError(contract.hostname_exists(name))
+            if len(self._members) + request.n > self.max_replicas:
+                raise ContractError(contract.cannot_exceed(self.max_replicas))
+            names = list(request.hostnames)
+            while len(names) < request.n:
+                name = self.generate_name()
+                if name not in names:
+                    names.append(name)
+            if names:
+                try:
+                    await self.spawn(names)
+                except SpawnError as exc:
+                    raise ContractError(str(exc), status=500) from None
+            self.target += request.n
+            return self.snapshot.names()
+
+    async def remove(self, request: MembershipRequest) -> list[str]:
+        """Removes replicas per `/rm`; returns the serving names. Raises ContractError."""
+        async with self.lock:
+            removable = [
+                name
+                for name, m in self._members.items()
+                if m.state in (MemberState.SERVING, MemberState.EJECTED, MemberState.DOWN)
+            ]
+            if request.n > len(removable):
+                raise ContractError(contract.cannot_remove(request.n, len(removable)))
+            for name in request.hostnames:
+                if name not in removable:
+                    raise ContractError(contract.not_a_replica(name))
+            rest = [n for n in removable if n not in request.hostnames]
+            chosen = list(request.hostnames)
+            chosen += self._rng.sample(rest, request.n - len(chosen))
+            await self.retire(chosen)
+            self.target = max(0, self.target - request.n)
+            return self.snapshot.names()
+
+    async def shutdown(self) -> None:
+        """Forgets every member; the runtime decides whether replicas outlive the balancer."""
+        self._members.clear()
+        self._publish()

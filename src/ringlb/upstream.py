@@ -1,0 +1,223 @@
+"""Pooled keep-alive HTTP/1.1 connections to replicas, at the protocol level (httptools).
+
+One `UpstreamPool` per replica holds idle connections and caps how many are open, so a
+burst of clients never turns into a burst of connects (which would overflow a replica's
+accept queue and look like a failure). A connection carries one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import httptools
+
+from ringlb.replica import Replica
+
+
+class UpstreamFailure(Exception):
+    """The replica failed this exchange (refused, reset, closed early, timed out, garbage).
+
+    `stale` is true when a reused keep-alive connection closed before any byte of the
+    answer arrived: the replica probably closed an idle connection, not crashed.
+    """
+
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
+        super().__init__(reason)
+        self.stale = stale
+
+
+class UpstreamResponse:
+    __slots__ = ("body", "headers", "keep_alive", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.keep_alive = True
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection; `exchange` sends a request and awaits the full answer."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.response: UpstreamResponse | None = None
+        self.head_only = False
+        self.reused = False
+        self.got_bytes = False
+        self.closed = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamFailure(f"bad response: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.discard(self)
+        if self.waiter is not None and not self.waiter.done():
+            stale = self.reused and not self.got_bytes
+            self._fail(UpstreamFailure("connection closed before the answer", stale=stale))
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            self.response.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        if response is None:
+            return
+        response.status = self.parser.get_status_code()
+        if self.head_only:
+            # The parser cannot be told that a HEAD answer has no body, so it would wait
+            # for Content-Length bytes that never come: finish here, do not reuse.
+            response.keep_alive = False
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self.response is not None:
+            self.response.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.response is not None:
+            self.response.keep_alive = self.parser.should_keep_alive()
+            self._finish()
+
+    # -- exchange --------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        waiter, response = self.waiter, self.response
+        self.response = None
+        if waiter is not None and not waiter.done() and response is not None:
+            waiter.set_result(response)
+
+    def _fail(self, exc: UpstreamFailure) -> None:
+        self.response = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    async def exchange(self, request: bytes, head_only: bool, timeout: float) -> UpstreamResponse:
+        """Sends `request` (complete bytes) and returns the replica's complete answer."""
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        self.response = UpstreamResponse()
+        self.head_only = head_only
+        self.got_bytes = False
+        assert self.transport is not None
+        self.transport.write(request)
+        timer = loop.call_later(timeout, self._on_timeout, timeout)
+        try:
+            return await self.waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+
+    def _on_timeout(self, timeout: float) -> None:
+        self._fail(UpstreamFailure(f"no answer within {timeout:g} s"))
+        self.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one replica, at most `size` open at once."""
+
+    def __init__(self, replica: Replica, size: int, connect_timeout: float) -> None:
+        self.replica = replica
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._idle: list[UpstreamConnection] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    async def acquire(self, fresh: bool = False) -> UpstreamConnection:
+        """Returns an idle connection, or a new one when below the cap; waits otherwise."""
+        while True:
+            if self._closed:
+                raise UpstreamFailure("replica left the ring")
+            if not fresh:
+                while self._idle:
+                    conn = self._idle.pop()
+                    if not conn.closed:
+                        conn.reused = True
+                        return conn
+            if self._open < self._size:
+                return await self._connect()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = asyncio.get_running_loop()
+        self._open += 1
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self), self.replica.host, self.replica.port
+                ),
+                self._connect_timeout,
+            )
+        except TimeoutError:
+            self._open -= 1
+            self._wake_one()
+            raise UpstreamFailure(f"connect timed out after {self._connect_timeout:g} s") from None
+        except OSError as exc:
+            self._open -= 1
+            self._wake_one()
+            raise UpstreamFailure(f"connect failed: {exc.strerror or exc}") from None
+        conn.reused = False
+        return conn
+
+    def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        """Returns `conn` to the pool, or closes it when it cannot carry another request."""
+        if keep_alive and not conn.closed and not self._closed:
+            self._idle.append(conn)
+            self._wake_one()
+        else:
+            conn.close()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Forgets a closed connection (called from its connection_lost)."""
+        self._open -= 1
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Closes idle connections now; busy ones close when their exchange ends."""
+        self._closed = True
+        for conn in list(self._idle):
+            conn.close()
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)

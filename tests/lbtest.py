@@ -1,0 +1,181 @@
+"""Test support: a real `ringlb serve` subprocess and a plain HTTP client for exact bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+) -> Reply:
+    """Sends one request on a new connection and returns the raw answer."""
+    if isinstance(body, str):
+        body = body.encode()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Returns the pids whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def replica_processes(balancer_pid: int) -> list[int]:
+    """Returns pids of live replica processes started by the balancer `balancer_pid`."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            env = environ.read_bytes()
+            cmdline = (environ.parent / "cmdline").read_bytes()
+            state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if (
+            b"replica\x00--id" in cmdline
+            and f"RINGLB_PARENT_PID={balancer_pid}\x00".encode() in env
+        ):
+            found.append(int(environ.parent.name))
+    return found
+
+
+def pid_of_replica(balancer_pid: int, name: str) -> int:
+    for pid in replica_processes(balancer_pid):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
+        if args[args.index(b"--id") + 1].decode() == name:
+            return pid
+    raise LookupError(f"no replica process named {name}")
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05):
+    """Returns the first truthy value of `predicate()`, or raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class BalancerProcess:
+    """`ringlb serve` as a real subprocess on a free loopback port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.args = ["--port", str(self.port), *args]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 30.0) -> BalancerProcess:
+        import tempfile
+
+        log = tempfile.NamedTemporaryFile(prefix="ringlb-", suffix=".log", delete=False)
+        self.log_path = Path(log.name)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ringlb", "serve", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"balancer exited {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                return self.get("/rep").status == 200
+            return False
+
+        wait_until(ready, timeout, interval=0.1)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+    def get(self, path: str, **kw) -> Reply:
+        return request(self.port, "GET", path, **kw)
+
+    def call(self, method: str, path: str, payload: object | None = None, **kw) -> Reply:
+        body = None if payload is None else json.dumps(payload)
+        return request(self.port, method, path, body=body, **kw)
+
+    def replicas(self) -> list[str]:
+        return self.get("/rep").json()["message"]["replicas"]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signals the balancer and waits for it to exit; returns its exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def cleanup(self) -> None:
+        """Stops the balancer and kills any replica it left behind (never fails a test)."""
+        if self.proc is None:
+            return
+        self.stop()
+        for pid in replica_processes(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.log_path:
+            self.log_path.unlink(missing_ok=True)
