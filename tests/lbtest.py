@@ -86,10 +86,18 @@ def replica_processes(balancer_pid: int) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\x00")
+    except OSError:
+        return []
+
+
 def pid_of_replica(balancer_pid: int, name: str) -> int:
+    """Returns the pid of the replica process `--id name` of that balancer."""
     for pid in replica_processes(balancer_pid):
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
-        if args[args.index(b"--id") + 1].decode() == name:
+        args = cmdline(pid)
+        if "--id" in args and args[args.index("--id") + 1] == name:
             return pid
     raise LookupError(f"no replica process named {name}")
 

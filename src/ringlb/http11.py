@@ -43,6 +43,25 @@ def forwardable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]
     return [(n, v) for n, v in headers if n.lower() not in dropped]
 
 
+def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """Returns the Content-Length value, or None when absent or not a number."""
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def has_header(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> bool:
+    return any(name.lower() == lower_name for name, _ in headers)
+
+
+def expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n.lower() == b"expect" and v.strip().lower() == b"100-continue" for n, v in headers)
+
+
 def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
 
@@ -54,12 +73,18 @@ def serialize_response(
     *,
     keep_alive: bool,
     head: bool = False,
+    head_length: int | None = None,
 ) -> bytes:
-    """Returns a complete response; `headers` must already be free of hop-by-hop fields."""
+    """Returns a complete response; `headers` must already be free of hop-by-hop fields.
+
+    A HEAD answer carries no body but the length the GET would have (`head_length`, when
+    the replica said it).
+    """
     parts = [status_line(status)]
     parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
     if status >= 200 and status not in (204, 304):
-        parts.append(b"Content-Length: %d\r\n" % len(body))
+        length = head_length if head and head_length is not None else len(body)
+        parts.append(b"Content-Length: %d\r\n" % length)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

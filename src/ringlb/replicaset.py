@@ -13,7 +13,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ringlb import contract
@@ -72,6 +72,7 @@ class ReplicaSet:
         start_timeout: float,
         drain_timeout: float,
         rng: random.Random | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self._runtime = runtime
         self._policy = policy
@@ -80,6 +81,7 @@ class ReplicaSet:
         self._start_timeout = start_timeout
         self._drain_timeout = drain_timeout
         self._rng = rng or random.Random()
+        self._weights = dict(weights or {})  # replica name -> policy weight (default 1)
         self._members: dict[str, Member] = {}  # insertion order = join order
         self._next_rid = 1
         self._version = 0
@@ -164,7 +166,8 @@ class ReplicaSet:
         """
         members = []
         for name in names:
-            replica = Replica(name=name, rid=self._next_rid, host="", port=0)
+            weight = self._weights.get(name, 1.0)
+            replica = Replica(name=name, rid=self._next_rid, host="", port=0, weight=weight)
             self._next_rid += 1
             member = Member(replica, MemberState.STARTING)
             self._members[name] = member
@@ -174,7 +177,7 @@ class ReplicaSet:
         )
         failures = [(m, r) for m, r in zip(members, results, strict=True) if r is not None]
         if failures:
-            await self._forget(members)
+            await self._forget(members, force=True)
             member, error = failures[0]
             raise SpawnError(f"Replica '{member.replica.name}' failed to start: {error}")
         for member in members:
@@ -209,6 +212,7 @@ class ReplicaSet:
         """Admits replicas the runtime already runs (after a balancer restart)."""
         for item in running:
             replica = Replica(name=item.name, rid=item.rid, host=item.host, port=item.port)
+            replica.weight = self._weights.get(item.name, 1.0)
             self._members[item.name] = Member(replica, MemberState.SERVING)
             self._next_rid = max(self._next_rid, item.rid + 1)
         self._publish()
@@ -225,15 +229,16 @@ class ReplicaSet:
         await self._forget(members)
 
     async def delete(self, names: Sequence[str]) -> None:
-        """Stops and forgets `names` at once, without draining (they are dead)."""
-        await self._forget([self._members[n] for n in names if n in self._members])
+        """Kills and forgets `names` at once, without draining (they are dead or hung)."""
+        members = [self._members[n] for n in names if n in self._members]
+        await self._forget(members, force=True)
 
     def missing(self) -> int:
         """Returns how many replicas are needed to reach the target."""
         return max(0, self.target - len(self._members))
 
-    async def _forget(self, members: Sequence[Member]) -> None:
-        await asyncio.gather(*(self._runtime.stop(m.replica.name) for m in members))
+    async def _forget(self, members: Sequence[Member], force: bool = False) -> None:
+        await asyncio.gather(*(self._runtime.stop(m.replica.name, force) for m in members))
         for member in members:
             if self._members.get(member.replica.name) is member:
                 del self._members[member.replica.name]

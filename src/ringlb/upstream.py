@@ -19,12 +19,14 @@ class UpstreamFailure(Exception):
     """The replica failed this exchange (refused, reset, closed early, timed out, garbage).
 
     `stale` is true when a reused keep-alive connection closed before any byte of the
-    answer arrived: the replica probably closed an idle connection, not crashed.
+    answer arrived: the replica probably closed an idle connection, not crashed. `slow` is
+    true for a connect that timed out, as opposed to one that was refused.
     """
 
-    def __init__(self, reason: str, *, stale: bool = False) -> None:
+    def __init__(self, reason: str, *, stale: bool = False, slow: bool = False) -> None:
         super().__init__(reason)
         self.stale = stale
+        self.slow = slow
 
 
 class UpstreamResponse:
@@ -150,6 +152,7 @@ class UpstreamPool:
 
     async def acquire(self, fresh: bool = False) -> UpstreamConnection:
         """Returns an idle connection, or a new one when below the cap; waits otherwise."""
+        may_connect = True
         while True:
             if self._closed:
                 raise UpstreamFailure("replica left the ring")
@@ -159,8 +162,16 @@ class UpstreamPool:
                     if not conn.closed:
                         conn.reused = True
                         return conn
-            if self._open < self._size:
-                return await self._connect()
+            if self._open < self._size and (may_connect or self._open == 0):
+                try:
+                    return await self._connect()
+                except UpstreamFailure as exc:
+                    if not exc.slow or self._open == 0:
+                        raise
+                    # The replica is serving our other connections: this connect lost to a
+                    # saturated event loop, not to a dead replica. Wait for a pooled one.
+                    may_connect = False
+                    continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -182,7 +193,9 @@ class UpstreamPool:
         except TimeoutError:
             self._open -= 1
             self._wake_one()
-            raise UpstreamFailure(f"connect timed out after {self._connect_timeout:g} s") from None
+            raise UpstreamFailure(
+                f"connect timed out after {self._connect_timeout:g} s", slow=True
+            ) from None
         except OSError as exc:
             self._open -= 1
             self._wake_one()

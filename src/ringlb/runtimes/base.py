@@ -38,8 +38,12 @@ class Runtime(ABC):
         """
 
     @abstractmethod
-    async def stop(self, name: str) -> None:
-        """Stops and deletes the replica `name`; does nothing if it is already gone."""
+    async def stop(self, name: str, force: bool = False) -> None:
+        """Stops and deletes the replica `name`; does nothing if it is already gone.
+
+        `force` skips the graceful stop: the replica is dead or hung, so waiting for it to
+        exit cleanly would only delay its replacement.
+        """
 
     async def adopt(self) -> list[RunningReplica]:
         """Returns the live replicas this runtime already owns (after a balancer restart)."""

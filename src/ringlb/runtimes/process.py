@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
 log = logging.getLogger("ringlb.runtime.process")
 
 STOP_GRACE = 2.0
+DEFAULT_COMMAND = "{python} -m ringlb replica --id {name} --host {host} --port {port}"
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -33,8 +35,9 @@ def free_loopback_port(host: str = "127.0.0.1") -> int:
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", command: str | None = None) -> None:
         self._host = host
+        self._command = command or DEFAULT_COMMAND
         self._children: dict[str, asyncio.subprocess.Process] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._deaths: asyncio.Queue[str] = asyncio.Queue()
@@ -47,8 +50,10 @@ class ProcessRuntime(Runtime):
         if name in self._children:
             raise RuntimeFailure(f"replica process '{name}' is already running")
         port = free_loopback_port(self._host)
-        cmd = [sys.executable, "-m", "ringlb", "replica", "--id", name]
-        cmd += ["--host", self._host, "--port", str(port)]
+        cmd = [
+            part.format(python=sys.executable, name=name, host=self._host, port=port)
+            for part in shlex.split(self._command)
+        ]
         env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -75,7 +80,7 @@ class ProcessRuntime(Runtime):
             log.warning("replica %s (pid %d) exited with %s", name, proc.pid, code)
             self._deaths.put_nowait(name)
 
-    async def stop(self, name: str) -> None:
+    async def stop(self, name: str, force: bool = False) -> None:
         proc = self._children.pop(name, None)
         watcher = self._watchers.pop(name, None)
         if watcher:
@@ -83,7 +88,7 @@ class ProcessRuntime(Runtime):
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGKILL if force else signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), STOP_GRACE)
         except TimeoutError:

@@ -1,0 +1,60 @@
+"""A test replica that echoes what it received, run by `--replica-command` as a real process.
+
+`/heartbeat` and `/home` behave as ringlb's replica; `/echo` returns the request as JSON;
+`/status/<code>` answers with that status; everything else is the contract's 404.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+
+from aiohttp import web
+
+from ringlb import contract
+from ringlb.lifeline import die_with_parent
+
+
+def make_app(server_id: str) -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        doc = {
+            "server": server_id,
+            "method": request.method,
+            "target": request.raw_path,
+            "headers": [[k.decode(), v.decode()] for k, v in request.raw_headers],
+            "body_length": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+        }
+        return web.json_response(doc)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]))
+
+    async def home(request: web.Request) -> web.Response:
+        return web.Response(body=contract.home_message(server_id), content_type="application/json")
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def other(request: web.Request) -> web.Response:
+        body = contract.unknown_endpoint(request.path)
+        return web.Response(status=404, body=body, content_type="application/json")
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_get("/home", home)
+    app.router.add_get("/heartbeat", heartbeat)
+    app.router.add_route("*", "/{tail:.*}", other)
+    return app
+
+
+if __name__ == "__main__":
+    die_with_parent()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    web.run_app(make_app(args.id), host=args.host, port=args.port, print=None, access_log=None)

@@ -1,0 +1,288 @@
+"""HTTP/1.1 behaviour of the data plane, byte for byte, with a raw-socket client.
+
+The replicas are real processes running tests/echo_replica.py (via --replica-command),
+which echo what reached them, so each test sees both sides of the proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lbtest import BalancerProcess
+
+ECHO = Path(__file__).resolve().parent.parent / "echo_replica.py"
+
+
+@pytest.fixture(scope="module")
+def lb() -> Iterator[BalancerProcess]:
+    command = f"{{python}} {ECHO} --id {{name}} --host {{host}} --port {{port}}"
+    balancer = BalancerProcess(
+        "--replica-command",
+        command,
+        "--client-header-timeout",
+        "1",
+        "--client-body-timeout",
+        "1",
+        "--client-idle-timeout",
+        "2",
+        "--max-headers",
+        "20",
+    )
+    try:
+        yield balancer.start()
+    finally:
+        balancer.cleanup()
+
+
+class Raw:
+    """A raw HTTP/1.1 client on one socket: send bytes, read whole responses."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def response(self, head: bool = False) -> tuple[int, dict[bytes, bytes], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed before a full head: {self.buffer!r}")
+        head_bytes, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head_bytes.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, value = line.split(b":", 1)
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head or status in (100, 204, 304) else int(headers.get(b"content-length", 0))
+        while len(self.buffer) < length:
+            if not self._fill():
+                raise ConnectionError("closed inside a body")
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def closed_by_peer(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(lb: BalancerProcess) -> Iterator[Raw]:
+    client = Raw(lb.port)
+    yield client
+    client.close()
+
+
+def get(target: str, *headers: str) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", "Host: lb.test", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def echoed(body: bytes) -> dict:
+    doc = json.loads(body)
+    doc["h"] = {k.lower(): v for k, v in doc["headers"]}
+    return doc
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(raw: Raw) -> None:
+    for i in range(5):
+        raw.send(get(f"/echo?i={i}"))
+        status, headers, body = raw.response()
+        assert status == 200 and b"connection" not in headers
+        assert echoed(body)["target"] == f"/echo?i={i}"
+
+
+def test_pipelined_requests_are_answered_in_order(raw: Raw) -> None:
+    raw.send(b"".join(get(f"/echo?n={i}", f"X-Request-ID: {100000 + i * 7919}") for i in range(8)))
+    targets = [echoed(raw.response()[2])["target"] for _ in range(8)]
+    assert targets == [f"/echo?n={i}" for i in range(8)]
+
+
+def test_hop_by_hop_headers_are_not_forwarded(raw: Raw) -> None:
+    raw.send(
+        get(
+            "/echo",
+            "Connection: keep-alive, X-Secret-Hop",
+            "Keep-Alive: timeout=5",
+            "TE: trailers",
+            "Proxy-Authorization: Basic Zm9vOmJhcg==",
+            "Proxy-Connection: keep-alive",
+            "X-Secret-Hop: 1",
+            "X-End-To-End: kept",
+        )
+    )
+    forwarded = echoed(raw.response()[2])["h"]
+    for name in (
+        "connection",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "proxy-connection",
+        "x-secret-hop",
+        "upgrade",
+    ):
+        assert name not in forwarded, name
+    assert forwarded["x-end-to-end"] == "kept"
+
+
+def test_forwarding_headers_are_added_and_host_preserved(raw: Raw) -> None:
+    raw.send(get("/echo"))
+    forwarded = echoed(raw.response()[2])["h"]
+    assert forwarded["host"] == "lb.test"
+    assert forwarded["x-forwarded-for"] == "127.0.0.1"
+    assert forwarded["x-forwarded-proto"] == "http"
+    assert forwarded["via"] == "1.1 ringlb"
+    raw.send(get("/echo", "X-Forwarded-For: 203.0.113.9", "Via: 1.0 edge"))
+    forwarded = echoed(raw.response()[2])["h"]
+    assert forwarded["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+    assert forwarded["via"] == "1.0 edge, 1.1 ringlb"
+
+
+def test_head_204_and_304_carry_no_body(raw: Raw) -> None:
+    raw.send(get("/home"))
+    _, headers, body = raw.response()
+    raw.send(b"HEAD /home HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, head_headers, _ = raw.response(head=True)
+    assert status == 200 and head_headers[b"content-length"] == headers[b"content-length"]
+    for code in (204, 304):
+        raw.send(get(f"/status/{code}"))
+        status, headers, body = raw.response()
+        assert status == code and body == b"" and b"content-length" not in headers
+    # Nothing stray on the wire: the next answer parses cleanly.
+    raw.send(get("/echo?after"))
+    assert echoed(raw.response()[2])["target"] == "/echo?after"
+
+
+def test_request_bodies_content_length_and_chunked(raw: Raw) -> None:
+    payload = bytes(range(256)) * 1000
+    raw.send(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+    )
+    doc = echoed(raw.response()[2])
+    assert doc["body_length"] == len(payload)
+    chunks = [payload[i : i + 7000] for i in range(0, len(payload), 7000)]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    raw.send(b"PUT /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked)
+    doc2 = echoed(raw.response()[2])
+    assert doc2["method"] == "PUT"
+    assert (doc2["body_length"], doc2["body_sha256"]) == (doc["body_length"], doc["body_sha256"])
+
+
+def test_expect_100_continue_is_answered(raw: Raw) -> None:
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    status, _, _ = raw.response()
+    assert status == 100
+    raw.send(b"hello")
+    doc = echoed(raw.response()[2])
+    assert doc["body_length"] == 5 and "expect" not in doc["h"]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NONSENSE\r\n\r\n",
+        b"GET /home HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        # Smuggling patterns: both framings, or two different lengths.
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+    ],
+    ids=["garbage", "bad-header", "cl-and-te", "two-lengths"],
+)
+def test_malformed_and_smuggling_requests_get_400_and_close(raw: Raw, request_bytes: bytes) -> None:
+    raw.send(request_bytes)
+    status, headers, body = raw.response()
+    assert status == 400
+    assert headers[b"connection"] == b"close"
+    assert json.loads(body)["status"] == "failure"
+    assert raw.closed_by_peer()
+
+
+def test_slow_client_is_cut_off(raw: Raw) -> None:
+    """One byte every 0.2 s: the header deadline (1 s here) ends it with 408."""
+    started = time.monotonic()
+    answer = b""
+    for byte in get("/home"):
+        try:
+            raw.send(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        time.sleep(0.2)
+        raw.sock.setblocking(False)
+        try:
+            answer += raw.sock.recv(4096)
+        except BlockingIOError:
+            pass
+        finally:
+            raw.sock.setblocking(True)
+        if answer or time.monotonic() - started > 8:
+            break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"Request headers not received within 1 s" in answer
+
+
+def test_stalled_body_is_cut_off(raw: Raw) -> None:
+    raw.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    status, _, body = raw.response()
+    assert status == 408 and b"Request body stalled for 1 s" in body
+    assert raw.closed_by_peer()
+
+
+def test_idle_keep_alive_connection_is_closed(raw: Raw) -> None:
+    raw.send(get("/home"))
+    assert raw.response()[0] == 200
+    raw.sock.settimeout(6)
+    assert raw.closed_by_peer(), "idle timeout is 2 s here"
+
+
+def test_too_many_headers_get_431(raw: Raw) -> None:
+    raw.send(get("/home", *(f"X-H{i}: v" for i in range(25))))
+    status, _, body = raw.response()
+    assert status == 431 and json.loads(body)["status"] == "failure"
+
+
+def test_oversized_header_block_gets_431(lb: BalancerProcess) -> None:
+    client = Raw(lb.port)
+    try:
+        client.send(get("/home", "X-Big: " + "a" * 70_000))
+        assert client.response()[0] == 431
+    finally:
+        client.close()
+
+
+def test_upgrade_is_ignored_and_the_connection_closed(raw: Raw) -> None:
+    """No protocol switch: a plain answer (RFC 9110 lets a server ignore Upgrade), then close."""
+    raw.send(get("/echo", "Connection: Upgrade", "Upgrade: websocket"))
+    status, headers, body = raw.response()
+    assert status == 200 and headers[b"connection"] == b"close"
+    assert "upgrade" not in echoed(body)["h"]
+    assert raw.closed_by_peer()
+
+
+def test_http_1_0_client_gets_its_connection_closed(lb: BalancerProcess) -> None:
+    client = Raw(lb.port)
+    try:
+        client.send(b"GET /home HTTP/1.0\r\n\r\n")
+        status, headers, body = client.response()
+        assert status == 200 and headers[b"connection"] == b"close"
+        assert body.startswith(b'{"message":"Hello from Server: ')
+        assert client.closed_by_peer()
+    finally:
+        client.close()
