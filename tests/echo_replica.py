@@ -31,6 +31,24 @@ def make_app(server_id: str) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["code"]))
 
+    async def stream(request: web.Request) -> web.StreamResponse:
+        """Sends `size` bytes in 64 KiB pieces, with a length or chunked (`?chunked`)."""
+        size = int(request.match_info["size"])
+        response = web.StreamResponse()
+        if "chunked" in request.query:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = size
+        await response.prepare(request)
+        piece = b"x" * 65536
+        sent = 0
+        while sent < size:
+            n = min(len(piece), size - sent)
+            await response.write(piece[:n])
+            sent += n
+        await response.write_eof()
+        return response
+
     async def home(request: web.Request) -> web.Response:
         return web.Response(body=contract.home_message(server_id), content_type="application/json")
 
@@ -44,6 +62,7 @@ def make_app(server_id: str) -> web.Application:
     app = web.Application(client_max_size=1 << 30)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/status/{code}", status)
+    app.router.add_get("/bytes/{size}", stream)
     app.router.add_get("/home", home)
     app.router.add_get("/heartbeat", heartbeat)
     app.router.add_route("*", "/{tail:.*}", other)

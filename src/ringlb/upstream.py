@@ -12,6 +12,7 @@ from collections import deque
 
 import httptools
 
+from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
 
 
@@ -29,29 +30,22 @@ class UpstreamFailure(Exception):
         self.slow = slow
 
 
-class UpstreamResponse:
-    __slots__ = ("body", "headers", "keep_alive", "status")
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.keep_alive = True
-
-
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection; `exchange` sends a request and awaits the full answer."""
+    """One keep-alive connection; `exchange` sends a request and relays the answer."""
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[UpstreamResponse] | None = None
-        self.response: UpstreamResponse | None = None
+        self.waiter: asyncio.Future[bool] | None = None
+        self.relay: ResponseRelay | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
         self.head_only = False
         self.reused = False
         self.got_bytes = False
         self.closed = False
+        self.last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -60,6 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self.last_read = asyncio.get_running_loop().time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -76,39 +71,42 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.response is not None:
-            self.response.headers.append((name, value))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        response = self.response
-        if response is None:
+        relay = self.relay
+        if relay is None:
             return
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            self.headers = []  # 1xx interim answers are not relayed; the final one follows
+            return
+        relay.start(status, self.headers)
+        self.headers = []
         if self.head_only:
             # The parser cannot be told that a HEAD answer has no body, so it would wait
             # for Content-Length bytes that never come: finish here, do not reuse.
-            response.keep_alive = False
-            self._finish()
+            self._finish(keep_alive=False)
 
     def on_body(self, body: bytes) -> None:
-        if self.response is not None:
-            self.response.body.append(body)
+        if self.relay is not None:
+            self.relay.body(body)
 
     def on_message_complete(self) -> None:
-        if self.response is not None:
-            self.response.keep_alive = self.parser.should_keep_alive()
-            self._finish()
+        if self.relay is not None and self.relay.started:
+            self.relay.end()
+            self._finish(self.parser.should_keep_alive())
 
     # -- exchange --------------------------------------------------------------------------
 
-    def _finish(self) -> None:
-        waiter, response = self.waiter, self.response
-        self.response = None
-        if waiter is not None and not waiter.done() and response is not None:
-            waiter.set_result(response)
+    def _finish(self, keep_alive: bool) -> None:
+        waiter = self.waiter
+        self.relay = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(keep_alive)
 
     def _fail(self, exc: UpstreamFailure) -> None:
-        self.response = None
+        self.relay = None
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
 
@@ -117,23 +115,37 @@ class UpstreamConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    async def exchange(self, request: bytes, head_only: bool, timeout: float) -> UpstreamResponse:
-        """Sends `request` (complete bytes) and returns the replica's complete answer."""
+    async def exchange(
+        self, request: bytes, relay: ResponseRelay, head_only: bool, timeout: float
+    ) -> bool:
+        """Sends `request` (complete bytes), relays the answer; returns whether the
+        connection can be reused. `timeout` bounds every silence of the replica."""
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
-        self.response = UpstreamResponse()
+        self.relay = relay
+        self.headers = []
         self.head_only = head_only
         self.got_bytes = False
+        self.last_read = loop.time()
         assert self.transport is not None
         self.transport.write(request)
-        timer = loop.call_later(timeout, self._on_timeout, timeout)
+        self._timer = loop.call_later(timeout, self._on_timeout, timeout)
         try:
             return await self.waiter
         finally:
-            timer.cancel()
+            self._timer.cancel()
             self.waiter = None
 
     def _on_timeout(self, timeout: float) -> None:
+        if self.waiter is None or self.waiter.done():
+            return
+        # Re-arm instead of resetting a timer on every read: a long answer that keeps
+        # flowing is fine; only `timeout` seconds without a byte is a failure.
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self.last_read
+        if quiet < timeout:
+            self._timer = loop.call_later(timeout - quiet, self._on_timeout, timeout)
+            return
         self._fail(UpstreamFailure(f"no answer within {timeout:g} s"))
         self.close()
 

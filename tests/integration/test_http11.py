@@ -286,3 +286,63 @@ def test_http_1_0_client_gets_its_connection_closed(lb: BalancerProcess) -> None
         assert client.closed_by_peer()
     finally:
         client.close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("VmHWM")
+
+
+def drain_body(client: Raw, headers: dict[bytes, bytes], pause_every: int = 0) -> int:
+    """Reads a Content-Length or chunked body to the end without keeping it; returns its size."""
+    received = 0
+    if b"content-length" in headers:
+        remaining = int(headers[b"content-length"]) - len(client.buffer)
+        received, client.buffer = len(client.buffer), b""
+        while remaining > 0:
+            chunk = client.sock.recv(min(remaining, 1 << 20))
+            assert chunk, "closed inside the body"
+            remaining -= len(chunk)
+            received += len(chunk)
+            if pause_every and received // pause_every != (received - len(chunk)) // pause_every:
+                time.sleep(0.05)
+        return received
+    assert headers[b"transfer-encoding"] == b"chunked"
+    while True:
+        while b"\r\n" not in client.buffer:
+            assert client._fill()
+        size_line, client.buffer = client.buffer.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(client.buffer) < size + 2:
+            client.buffer += client.sock.recv(1 << 20)
+        received += size
+        client.buffer = client.buffer[size + 2 :]
+        if size == 0:
+            return received
+
+
+@pytest.mark.parametrize("framing", ["", "?chunked"])
+def test_100_mb_download_streams_with_flat_memory(lb: BalancerProcess, framing: str) -> None:
+    size = 100 * 1024 * 1024
+    client = Raw(lb.port)
+    try:
+        client.send(get(f"/bytes/{size}{framing}"))
+        while b"\r\n\r\n" not in client.buffer:
+            assert client._fill()
+        head, client.buffer = client.buffer.split(b"\r\n\r\n", 1)
+        headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, value = line.split(b":", 1)
+            headers[name.strip().lower()] = value.strip()
+        # A slow reader for the first part: back-pressure must hold the answer upstream.
+        assert drain_body(client, headers, pause_every=8 << 20) == size
+        # The connection is still usable afterwards.
+        client.send(get("/echo?after-download"))
+        assert echoed(client.response()[2])["target"] == "/echo?after-download"
+    finally:
+        client.close()
+    peak = peak_rss_mib(lb.pid)
+    print(f"\nbalancer peak RSS after a 100 MB download{framing}: {peak:.0f} MiB")
+    assert peak < 80, f"the answer was buffered: peak RSS {peak:.0f} MiB"
