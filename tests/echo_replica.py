@@ -17,14 +17,17 @@ from ringlb.lifeline import die_with_parent
 
 def make_app(server_id: str) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
+        digest, length = hashlib.sha256(), 0
+        async for piece in request.content.iter_chunked(1 << 16):
+            digest.update(piece)
+            length += len(piece)
         doc = {
             "server": server_id,
             "method": request.method,
             "target": request.raw_path,
             "headers": [[k.decode(), v.decode()] for k, v in request.raw_headers],
-            "body_length": len(body),
-            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_length": length,
+            "body_sha256": digest.hexdigest(),
         }
         return web.json_response(doc)
 

@@ -12,6 +12,7 @@ from collections import deque
 
 import httptools
 
+from ringlb.body_stream import BodyStream
 from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
 
@@ -46,6 +47,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -61,8 +64,15 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(UpstreamFailure(f"bad response: {exc}"))
             self.close()
 
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.writable.set()  # wakes a body pump, which then sees `closed`
         self.pool.discard(self)
         if self.waiter is not None and not self.waiter.done():
             stale = self.reused and not self.got_bytes
@@ -104,6 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.relay = None
         if waiter is not None and not waiter.done():
             waiter.set_result(keep_alive)
+        self.writable.set()  # a body pump still running must notice the answer is done
 
     def _fail(self, exc: UpstreamFailure) -> None:
         self.relay = None
@@ -116,10 +127,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.close()
 
     async def exchange(
-        self, request: bytes, relay: ResponseRelay, head_only: bool, timeout: float
+        self,
+        request: bytes,
+        relay: ResponseRelay,
+        head_only: bool,
+        timeout: float,
+        body: BodyStream | None = None,
     ) -> bool:
-        """Sends `request` (complete bytes), relays the answer; returns whether the
-        connection can be reused. `timeout` bounds every silence of the replica."""
+        """Sends `request`, then `body` if the body is streamed, and relays the answer.
+
+        Returns whether the connection can be reused. `timeout` bounds every silence of
+        the replica (time spent sending it a body counts as activity).
+        """
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
         self.relay = relay
@@ -131,10 +150,33 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(request)
         self._timer = loop.call_later(timeout, self._on_timeout, timeout)
         try:
-            return await self.waiter
+            sent_all = True if body is None else await self._pump(body)
+            keep_alive = await self.waiter
+            return keep_alive and sent_all
         finally:
             self._timer.cancel()
             self.waiter = None
+
+    async def _pump(self, body: BodyStream) -> bool:
+        """Sends the body as it arrives; returns False if the replica answered first."""
+        assert self.transport is not None and self.waiter is not None
+        chunked = body.length is None
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.waiter.done():
+                return False  # answered (or failed, which `exchange` then raises)
+            if self.closed:
+                raise UpstreamFailure("connection closed while sending the request body")
+            chunk = await body.next()
+            if chunk is None:
+                break
+            self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            self.last_read = loop.time()
+            if not self.writable.is_set():
+                await self.writable.wait()
+        if chunked and not self.closed:
+            self.transport.write(b"0\r\n\r\n")
+        return True
 
     def _on_timeout(self, timeout: float) -> None:
         if self.waiter is None or self.waiter.done():

@@ -346,3 +346,63 @@ def test_100_mb_download_streams_with_flat_memory(lb: BalancerProcess, framing: 
     peak = peak_rss_mib(lb.pid)
     print(f"\nbalancer peak RSS after a 100 MB download{framing}: {peak:.0f} MiB")
     assert peak < 80, f"the answer was buffered: peak RSS {peak:.0f} MiB"
+
+
+def upload(client: Raw, size: int, chunked: bool) -> dict:
+    """Sends `size` bytes to /echo from a generator (never all in memory); returns the echo."""
+    import hashlib
+
+    piece = bytes(range(256)) * 256  # 64 KiB
+    digest = hashlib.sha256()
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    client.send(f"POST /echo HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n".encode())
+    sent = 0
+    while sent < size:
+        data = piece[: min(len(piece), size - sent)]
+        digest.update(data)
+        client.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        sent += len(data)
+    if chunked:
+        client.send(b"0\r\n\r\n")
+    doc = echoed(client.response()[2])
+    assert doc["body_sha256"] == digest.hexdigest()
+    return doc
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_100_mb_upload_streams_with_flat_memory(lb: BalancerProcess, chunked: bool) -> None:
+    size = 100 * 1024 * 1024
+    client = Raw(lb.port)
+    try:
+        assert upload(client, size, chunked)["body_length"] == size
+        client.send(get("/echo?after-upload"))
+        assert echoed(client.response()[2])["target"] == "/echo?after-upload"
+    finally:
+        client.close()
+    peak = peak_rss_mib(lb.pid)
+    print(f"\nbalancer peak RSS after a 100 MB upload (chunked={chunked}): {peak:.0f} MiB")
+    assert peak < 80, f"the request body was buffered: peak RSS {peak:.0f} MiB"
+
+
+def test_clients_leaving_mid_upload_do_not_leak_upstream_connections() -> None:
+    """With 2 pooled connections, 6 abandoned uploads would exhaust a leaking pool."""
+    command = f"{{python}} {ECHO} --id {{name}} --host {{host}} --port {{port}}"
+    balancer = BalancerProcess(
+        "--replica-command", command, "--replicas", "1", "--upstream-pool-size", "2"
+    )
+    try:
+        balancer.start()
+        for _ in range(6):
+            client = Raw(balancer.port)
+            client.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+            client.send(b"x" * 500_000)
+            time.sleep(0.1)
+            client.close()
+        client = Raw(balancer.port)
+        try:
+            client.send(get("/echo?still-serving"))
+            assert echoed(client.response()[2])["target"] == "/echo?still-serving"
+        finally:
+            client.close()
+    finally:
+        balancer.cleanup()
