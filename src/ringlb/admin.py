@@ -1,4 +1,4 @@
-"""The balancer's own endpoints: `/rep`, `/add`, `/rm`.
+"""The balancer's own endpoints: `/rep`, `/add`, `/rm` and `/policy`.
 
 Handlers take the method and the raw body and return a status, a JSON body and extra
 headers; the data plane's connection handler does the HTTP. Validation of the payload is
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ringlb import contract
 from ringlb.contract import ContractError
+from ringlb.policies import PolicyError, capacity_error, describe_policy, make_policy
 from ringlb.replicaset import ReplicaSet
 
 log = logging.getLogger("ringlb.admin")
@@ -37,6 +38,7 @@ class AdminAPI:
             "/rep": {"GET": self.rep, "HEAD": self.rep},
             "/add": {"POST": self.add},
             "/rm": {"DELETE": self.rm, "POST": self.rm},
+            "/policy": {"GET": self.get_policy, "HEAD": self.get_policy, "PUT": self.put_policy},
         }
         self.paths = frozenset(self._routes)
 
@@ -73,3 +75,21 @@ class AdminAPI:
         request = contract.parse_membership_payload(body, adding=False)
         names = await self._replicaset.remove(request)
         return AdminResponse(200, contract.replica_list(names))
+
+    async def get_policy(self, body: bytes) -> AdminResponse:
+        return AdminResponse(200, contract.success(describe_policy(self._replicaset.policy)))
+
+    async def put_policy(self, body: bytes) -> AdminResponse:
+        """Switches the policy; the new snapshot serves new requests, none is dropped."""
+        request = contract.parse_policy_payload(body)
+        name = request.name if request.name is not None else self._replicaset.policy.name
+        try:
+            policy = make_policy(name, **request.options)
+        except PolicyError as exc:
+            raise ContractError(str(exc)) from None
+        too_small = capacity_error(policy, self._replicaset.max_replicas)
+        if too_small is not None:
+            raise ContractError(too_small)
+        self._replicaset.set_policy(policy)
+        log.info("policy switched to %s", describe_policy(policy))
+        return AdminResponse(200, contract.success(describe_policy(policy)))

@@ -63,6 +63,16 @@ BAD_HOSTNAMES = "'hostnames' must be a list of strings"
 TOO_MANY_HOSTNAMES_ADD = "Length of hostname list is more than newly added instances"
 TOO_MANY_HOSTNAMES_RM = "Length of hostname list is more than removable instances"
 BODY_TOO_LARGE = "Request body larger than 65536 bytes"
+URI_TOO_LONG = "Request target too long"
+HEADERS_TOO_LARGE = "Request headers too large or too many"
+
+
+def slow_headers(seconds: float) -> str:
+    return f"Request headers not received within {seconds:g} s"
+
+
+def slow_body(seconds: float) -> str:
+    return f"Request body stalled for {seconds:g} s"
 
 
 def invalid_hostname(name: str) -> str:
@@ -156,3 +166,44 @@ def parse_membership_payload(raw: bytes, *, adding: bool) -> MembershipRequest:
             raise ContractError(duplicate_hostname(name))
         seen.add(name)
     return MembershipRequest(n=n, hostnames=tuple(hostnames))
+
+
+# -- /policy (GET and PUT) -----------------------------------------------------------------
+
+BAD_POLICY_NAME = "'name' must be a string"
+BAD_POLICY_OPTIONS = "'options' must be a JSON object"
+
+
+def policy_too_small(name: str, capacity: int, maximum: int) -> str:
+    return f"Policy '{name}' holds at most {capacity} replicas; max_replicas is {maximum}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """A parsed `PUT /policy` payload; `name` None means "keep the current policy"."""
+
+    name: str | None
+    options: dict[str, Any]
+
+
+def parse_policy_payload(raw: bytes) -> PolicyRequest:
+    """Returns the validated `PUT /policy` payload `{"name": ..., "options": {...}}`.
+
+    Both fields are optional; missing options mean the policy's defaults. Whether the name
+    and the options are valid is the policy registry's decision.
+    """
+    try:
+        payload = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        raise ContractError(INVALID_JSON) from None
+    if not isinstance(payload, dict):
+        raise ContractError(INVALID_JSON)
+    name = payload.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ContractError(BAD_POLICY_NAME)
+    options = payload.get("options", {})
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise ContractError(BAD_POLICY_OPTIONS)
+    return PolicyRequest(name, options)

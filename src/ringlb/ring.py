@@ -68,7 +68,7 @@ class HashRing(Generic[Member]):
         for member, member_id in members:
             for j in range(params.vnodes):
                 base = params.vnode_hash(member_id, j) % slots
-                slot = _probe(base, slots, taken)
+                slot = probe_free_slot(base, slots, taken)
                 taken[slot] = member
         self._slot_owner = taken
         self._positions: list[int] = sorted(taken)
@@ -112,7 +112,7 @@ class HashRing(Generic[Member]):
                 yield owner
 
 
-def _probe(base: int, slots: int, taken: dict[int, object]) -> int:
+def probe_free_slot(base: int, slots: int, taken: dict[int, object]) -> int:
     """Returns the first free slot on the quadratic probe sequence base + k^2."""
     if len(taken) >= slots:
         raise RingFullError(f"ring: all {slots} slots are taken")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 
 from ringlb.policies.base import EmptyPicker, Picker
 from ringlb.replica import Replica
@@ -25,12 +25,21 @@ class RingPicker:
                 return replica
         return None
 
+    def candidates(self, key: int) -> Iterator[Replica]:
+        """Yields the distinct replicas clockwise from the key's slot (for bounded loads)."""
+        return iter(self.ring.walk(key))
+
 
 class AssignmentPolicy:
     name = "assignment"
+    keyed = True
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(self, params: RingParams | None = None) -> None:
         self.params = params or RingParams()
+        self.options: dict[str, object] = {}
+        # Every replica needs `vnodes` free slots: beyond this the ring cannot be built.
+        self.capacity = self.params.slots // self.params.vnodes
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
         if not replicas:
