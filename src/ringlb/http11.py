@@ -1,4 +1,4 @@
-"""HTTP/1.1 message building for the data plane: header filtering and serialization."""
+"""HTTP/1.1 pieces of the data plane: hop-by-hop rules and serialization of our own answers."""
 
 from __future__ import annotations
 
@@ -27,39 +27,24 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 VIA = b"1.1 ringlb"
 
-
-def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Returns the header names listed in Connection (also hop-by-hop, RFC 9110 7.6.1)."""
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+# Connection options that name no other header field.
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
-def forwardable(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Returns `headers` without hop-by-hop fields."""
-    dropped = HOP_BY_HOP | connection_tokens(headers) if headers else HOP_BY_HOP
-    return [(n, v) for n, v in headers if n.lower() not in dropped]
+def named_by_connection(value: bytes) -> frozenset[bytes]:
+    """Returns the header names a Connection value lists besides the usual options."""
+    tokens = {t.strip().lower() for t in value.split(b",")}
+    return frozenset(tokens - _CONNECTION_OPTIONS - {b""})
 
 
-def content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """Returns the Content-Length value, or None when absent or not a number."""
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def has_header(headers: list[tuple[bytes, bytes]], lower_name: bytes) -> bool:
-    return any(name.lower() == lower_name for name, _ in headers)
-
-
-def expects_continue(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(n.lower() == b"expect" and v.strip().lower() == b"100-continue" for n, v in headers)
+def drop_named_headers(head: bytes, names: set[bytes] | frozenset[bytes]) -> bytes:
+    """Returns serialized header lines without the fields in `names` (lower-case)."""
+    kept = [
+        line
+        for line in head.split(b"\r\n")
+        if line and line.split(b":", 1)[0].strip().lower() not in names
+    ]
+    return b"".join(line + b"\r\n" for line in kept)
 
 
 def status_line(status: int) -> bytes:
@@ -73,18 +58,12 @@ def serialize_response(
     *,
     keep_alive: bool,
     head: bool = False,
-    head_length: int | None = None,
 ) -> bytes:
-    """Returns a complete response; `headers` must already be free of hop-by-hop fields.
-
-    A HEAD answer carries no body but the length the GET would have (`head_length`, when
-    the replica said it).
-    """
+    """Returns a complete response with `body` (left out for HEAD, 204 and 304)."""
     parts = [status_line(status)]
     parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
     if status >= 200 and status not in (204, 304):
-        length = head_length if head and head_length is not None else len(body)
-        parts.append(b"Content-Length: %d\r\n" % length)
+        parts.append(b"Content-Length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

@@ -1,46 +1,37 @@
-"""The data plane: client connections at the protocol level, routed to replicas.
+"""The data plane: routes each client request to a replica and relays the answer.
 
 Per request it reads the routing snapshot once, picks a replica, and forwards over a
 pooled keep-alive connection. It never blocks, sleeps, locks or calls a runtime; its only
 write to the control plane is `ReplicaSet.eject` for a replica that failed hard.
-Requests on one connection are answered in order (HTTP/1.1 pipelining).
+
+Two paths share one set of rules: `try_fast` handles the common case (an idle pooled
+connection, a body already in hand) with callbacks only; everything else (connecting,
+waiting for the pool, retrying elsewhere, streaming a body) runs as a coroutine in
+`forward`. A failure is retried on another replica only while nothing of the answer has
+reached the client and nothing of a streamed body has gone to the failed replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable
-
-import httptools
 
 from ringlb import contract, http11
 from ringlb.admin import AdminAPI
-from ringlb.keys import RandomKeys, key_from_text
+from ringlb.body_stream import BodyAborted
+from ringlb.connection import ClientConnection, ClientLimits, ProxiedRequest
+from ringlb.keys import DEFAULT_KEY_SOURCE, KeySource, RandomKeys, make_key_source
+from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
 from ringlb.replicaset import ReplicaSet
-from ringlb.upstream import UpstreamFailure, UpstreamPool
+from ringlb.upstream import UpstreamConnection, UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("ringlb.proxy")
 
-MAX_PIPELINE = 32  # queued requests per connection before we stop reading from it
-REQUEST_ID = b"x-request-id"
-_NO_BODY_STATUSES = (204, 304)
+DEADLINE_TICK = 0.25  # resolution of client deadlines (s)
 
-
-class ProxiedRequest:
-    __slots__ = ("body", "headers", "keep_alive", "key", "method", "path", "target", "version")
-
-    def __init__(self) -> None:
-        self.method = ""
-        self.target = b""
-        self.path = ""
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body = bytearray()
-        self.keep_alive = True
-        self.key: int | None = None
+__all__ = ["ClientLimits", "Proxy"]
 
 
 class Proxy:
@@ -57,6 +48,8 @@ class Proxy:
         max_attempts: int,
         max_body: int,
         random_key: Callable[[], int] | None = None,
+        key_source: KeySource | None = None,
+        limits: ClientLimits | None = None,
     ) -> None:
         self.replicaset = replicaset
         self.admin = admin
@@ -66,10 +59,14 @@ class Proxy:
         self.max_attempts = max_attempts
         self.max_body = max_body
         self.random_key = random_key or RandomKeys()
+        self.key_source = key_source or make_key_source(DEFAULT_KEY_SOURCE)
+        self.limits = limits or ClientLimits()
         self.pools: dict[Replica, UpstreamPool] = {}
+        self.clients: set[ClientConnection] = set()
+        self.now = 0.0  # coarse clock for client deadlines, advanced by `run_deadlines`
 
     def protocol(self) -> ClientConnection:
-        return ClientConnection(self)
+        return ClientConnection(self, asyncio.get_running_loop())
 
     def forget(self, replica: Replica) -> None:
         """Closes the pool of a replica that left the set for good."""
@@ -81,6 +78,18 @@ class Proxy:
         for pool in self.pools.values():
             pool.close()
         self.pools.clear()
+        for client in list(self.clients):
+            client.close()
+
+    async def run_deadlines(self) -> None:
+        """Expires client deadlines every DEADLINE_TICK: one sweep instead of a timer per
+        request (header, body and idle timeouts)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.now = now = loop.time()
+            for client in [c for c in self.clients if 0.0 < c.deadline <= now]:
+                client.expired()
+            await asyncio.sleep(DEADLINE_TICK)
 
     def _pool(self, replica: Replica) -> UpstreamPool:
         pool = self.pools.get(replica)
@@ -89,245 +98,149 @@ class Proxy:
             self.pools[replica] = pool
         return pool
 
-    async def forward(self, request: ProxiedRequest, upstream_bytes: bytes) -> bytes:
-        """Returns the client's response bytes: the replica's answer, or a JSON error."""
-        key = request.key if request.key is not None else self.random_key()
+    def _relay(self, request: ProxiedRequest, client: ClientConnection) -> ResponseRelay:
+        return ResponseRelay(
+            client.write,
+            request.path,
+            head=request.method == "HEAD",
+            keep_alive=request.keep_alive,
+            client_version=request.version,
+        )
+
+    # -- the fast path: callbacks only ------------------------------------------------------
+
+    def choose(self, request: ProxiedRequest) -> Replica | None:
+        """Returns the policy's first choice for `request` (one pick per request: stateful
+        policies such as round robin advance on every pick)."""
+        if request.key is None:
+            request.key = self.random_key()
+        return self.replicaset.snapshot.picker.pick(request.key, ())
+
+    def try_fast(
+        self, request: ProxiedRequest, upstream: bytes, client: ClientConnection, replica: Replica
+    ) -> bool:
+        """Starts the exchange with `replica` at once if it has an idle pooled connection;
+        returns False (nothing done) otherwise. Calls `client.done` at the end."""
+        pool = self.pools.get(replica)
+        conn = pool.take_idle() if pool is not None else None
+        if conn is None:
+            return False
+        assert pool is not None
+        relay = self._relay(request, client)
+        replica.inflight += 1
+        client.upstream = conn
+
+        def on_done(keep_alive: bool, failure: UpstreamFailure | None) -> None:
+            replica.inflight -= 1
+            client.upstream = None
+            if failure is None:
+                pool.release(conn, keep_alive)
+                client.done(relay.keep_alive)
+                return
+            conn.close()
+            if relay.started:
+                log.warning("answer from %s cut short: %s", replica.name, failure)
+                client.done(False)
+                return
+            # Not a byte reached the client: continue as the slow path would, on a fresh
+            # connection to the same replica (a stale keep-alive) or on the next replica.
+            error = f"replica '{replica.name}': {failure}"
+            if failure.stale:
+                answer = self.forward(request, upstream, client, first=replica)
+            else:
+                self.replicaset.eject(replica)
+                answer = self.forward(request, upstream, client, [replica], error)
+            client.worker = client.loop.create_task(client.run_answer(answer))
+
+        conn.start(upstream, relay, request.method == "HEAD", self.timeout, on_done)
+        return True
+
+    # -- the general path ---------------------------------------------------------------------
+
+    async def forward(
+        self,
+        request: ProxiedRequest,
+        upstream: bytes,
+        client: ClientConnection,
+        tried: list[Replica] | None = None,
+        error: str = "",
+        first: Replica | None = None,
+    ) -> bool:
+        """Relays the replica's answer (or a JSON error) to `client`.
+
+        Returns whether the client connection can carry another request: False when the
+        answer had to be cut short or part of the request body was left unread. `first`
+        is the replica already chosen for this request, if any; `tried` and `error` carry
+        on from a failed fast-path attempt.
+        """
+        if request.key is None:
+            request.key = self.random_key()
+        tried = tried if tried is not None else []
         head = request.method == "HEAD"
-        tried: list[Replica] = []
-        error = ""
-        for _ in range(self.max_attempts):
-            replica = self.replicaset.snapshot.picker.pick(key, tried)
+        stream = request.stream
+        for _ in range(self.max_attempts - len(tried)):
+            if first is not None:
+                replica, first = first, None
+            else:
+                replica = self.replicaset.snapshot.picker.pick(request.key, tried)
             if replica is None:
                 break
             tried.append(replica)
+            relay = self._relay(request, client)
             replica.inflight += 1
             try:
-                response = await self._exchange(replica, upstream_bytes, head)
+                await self._exchange(replica, request, upstream, relay, client)
             except UpstreamFailure as exc:
                 error = f"replica '{replica.name}': {exc}"
-                log.warning("request to %s failed: %s; retrying elsewhere", replica.name, exc)
                 self.replicaset.eject(replica)
+                if relay.started:
+                    log.warning("answer from %s cut short: %s", replica.name, exc)
+                    return False
+                if stream is not None and stream.consumed:
+                    break  # part of the body is gone with that replica: it cannot be replayed
+                log.warning("request to %s failed: %s; retrying elsewhere", replica.name, exc)
                 continue
+            except BodyAborted:
+                return False  # the client left inside its own request body
             finally:
                 replica.inflight -= 1
-            status = response.status
-            if status == 404:
-                body = contract.unknown_endpoint(request.path)
-                return http11.json_response(400, body, keep_alive=request.keep_alive, head=head)
-            return http11.serialize_response(
-                status,
-                http11.forwardable(response.headers),
-                b"".join(response.body),
-                keep_alive=request.keep_alive,
-                head=head,
-            )
-        if not tried:
-            body = contract.failure(contract.NO_REPLICAS)
-            return http11.json_response(503, body, keep_alive=request.keep_alive, head=head)
-        body = contract.failure(contract.upstream_failed(error))
-        return http11.json_response(502, body, keep_alive=request.keep_alive, head=head)
+            # Unread body left on the client connection: it cannot carry another request.
+            return relay.keep_alive and (stream is None or stream.complete)
+        status, text = (
+            (502, contract.upstream_failed(error)) if tried else (503, contract.NO_REPLICAS)
+        )
+        keep_alive = request.keep_alive and (stream is None or stream.complete)
+        client.write(
+            http11.json_response(status, contract.failure(text), keep_alive=keep_alive, head=head)
+        )
+        return keep_alive
 
-    async def _exchange(self, replica: Replica, request: bytes, head: bool):
+    async def _exchange(
+        self,
+        replica: Replica,
+        request: ProxiedRequest,
+        upstream: bytes,
+        relay: ResponseRelay,
+        client: ClientConnection,
+    ) -> None:
         pool = self._pool(replica)
-        conn = await pool.acquire()
-        try:
-            response = await conn.exchange(request, head, self.timeout)
-        except UpstreamFailure as exc:
-            if not exc.stale:
-                raise
-            # A reused connection the replica had closed: retry once on a new one.
-            conn = await pool.acquire(fresh=True)
-            response = await conn.exchange(request, head, self.timeout)
-        pool.release(conn, response.keep_alive)
-        return response
-
-
-class ClientConnection(asyncio.Protocol):
-    """One client connection: parses requests with httptools, answers them in order."""
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.peer = b"unknown"
-        self.current: ProxiedRequest | None = None
-        self.admin_request = False
-        self.refused: tuple[int, str] | None = None
-        self.queue: deque[ProxiedRequest | tuple[int, str]] = deque()
-        self.worker: asyncio.Task[None] | None = None
-        self.closing = False
-        self.paused = False
-
-    # -- asyncio.Protocol ----------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = str(peer[0]).encode()
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._refuse(400, "Protocol upgrades are not supported")
-        except httptools.HttpParserError as exc:
-            self._refuse(400, f"Malformed request: {exc}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if self.worker is not None:
-            self.worker.cancel()
-
-    # -- httptools callbacks -------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.current = ProxiedRequest()
-        self.refused = None
-
-    def on_url(self, url: bytes) -> None:
-        assert self.current is not None
-        self.current.target += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        request = self.current
-        assert request is not None
-        request.headers.append((name, value))
-        if len(name) == 12 and name.lower() == REQUEST_ID:
-            request.key = key_from_text(value.strip())
-
-    def on_headers_complete(self) -> None:
-        request = self.current
-        assert request is not None
-        parser = self.parser
-        request.method = parser.get_method().decode()
-        request.version = parser.get_http_version()
-        request.keep_alive = parser.should_keep_alive()
-        target = request.target
-        cut = target.find(b"?")
-        request.path = (target[:cut] if cut >= 0 else target).decode("latin-1")
-        self.admin_request = request.path in self.proxy.admin.paths
-        length = _content_length(request.headers)
-        if length is not None and length > self._body_limit():
-            self._refuse(413, self._too_large())
-
-    def on_body(self, body: bytes) -> None:
-        request = self.current
-        if request is None or self.refused is not None:
-            return
-        request.body += body
-        if len(request.body) > self._body_limit():
-            self._refuse(413, self._too_large())
-
-    def on_message_complete(self) -> None:
-        request, self.current = self.current, None
-        if request is None or self.refused is not None:
-            return
-        self.queue.append(request)
-        if len(self.queue) >= MAX_PIPELINE and not self.paused and self.transport:
-            self.paused = True
-            self.transport.pause_reading()
-        if self.worker is None:
-            self.worker = asyncio.ensure_future(self._serve_queue())
-
-    # -- answering -------------------------------------------------------------------------
-
-    def _body_limit(self) -> int:
-        return contract.MAX_ADMIN_BODY if self.admin_request else self.proxy.max_body
-
-    def _too_large(self) -> str:
-        if self.admin_request:
-            return contract.BODY_TOO_LARGE
-        return f"Request body larger than {self.proxy.max_body} bytes"
-
-    def _refuse(self, status: int, text: str) -> None:
-        """Queues an error answer after the requests already queued, then closes."""
-        self.refused = (status, text)
-        self.closing = True
-        self.current = None
-        self.queue.append((status, text))
-        if self.worker is None:
-            self.worker = asyncio.ensure_future(self._serve_queue())
-
-    async def _serve_queue(self) -> None:
-        try:
-            while self.queue:
-                item = self.queue.popleft()
-                if isinstance(item, tuple):
-                    status, text = item
-                    self._write(
-                        http11.json_response(status, contract.failure(text), keep_alive=False)
-                    )
-                    self._close()
-                    return
-                response = await self._answer(item)
-                self._write(response)
-                if not item.keep_alive:
-                    self._close()
-                    return
-                if self.paused and len(self.queue) < MAX_PIPELINE // 2 and self.transport:
-                    self.paused = False
-                    self.transport.resume_reading()
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("unexpected error while answering a client")
-            self._close()
-        finally:
-            self.worker = None
-
-    async def _answer(self, request: ProxiedRequest) -> bytes:
-        if request.path in self.proxy.admin.paths:
-            result = await self.proxy.admin.handle(
-                request.method, request.path, bytes(request.body)
-            )
-            return http11.json_response(
-                result.status,
-                result.body,
-                keep_alive=request.keep_alive,
-                head=request.method == "HEAD",
-                extra=result.headers,
-            )
-        return await self.proxy.forward(request, self._upstream_bytes(request))
-
-    def _upstream_bytes(self, request: ProxiedRequest) -> bytes:
-        """Returns the request as sent to a replica: hop-by-hop fields out, proxy fields in."""
-        parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.target)]
-        forwarded_for = self.peer
-        for name, value in http11.forwardable(request.headers):
-            lower = name.lower()
-            if lower == b"x-forwarded-for":
-                forwarded_for = value + b", " + self.peer
-                continue
-            if lower in (b"x-forwarded-proto", b"via"):
-                continue
-            parts.append(b"%s: %s\r\n" % (name, value))
-        parts.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n" % forwarded_for)
-        parts.append(b"Via: " + http11.VIA + b"\r\n")
-        body = request.body
-        if body or request.method in ("POST", "PUT", "PATCH"):
-            parts.append(b"Content-Length: %d\r\n" % len(body))
-        parts.append(b"\r\n")
-        parts.append(bytes(body))
-        return b"".join(parts)
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def _close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
+        body, head = request.stream, request.method == "HEAD"
+        for fresh in (False, True):
+            conn: UpstreamConnection = await pool.acquire(fresh=fresh)
+            client.upstream = conn
             try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+                keep_alive = await conn.exchange(upstream, relay, head, self.timeout, body)
+            except UpstreamFailure as exc:
+                conn.close()
+                if fresh or not exc.stale or relay.started or (body is not None and body.consumed):
+                    raise
+                continue  # a reused connection the replica had closed: once more, on a new one
+            except BaseException:
+                # Cancelled (the client left) or the client's body broke off: the connection
+                # is mid-exchange, so it can never be reused.
+                conn.close()
+                raise
+            finally:
+                client.upstream = None
+            pool.release(conn, keep_alive)
+            return

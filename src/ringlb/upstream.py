@@ -3,18 +3,26 @@
 One `UpstreamPool` per replica holds idle connections and caps how many are open, so a
 burst of clients never turns into a burst of connects (which would overflow a replica's
 accept queue and look like a failure). A connection carries one request at a time.
+
+An exchange is driven by callbacks (`start`, then `on_done`), so the common case, an idle
+pooled connection and a small request, needs no task and no future; `exchange` wraps the
+same machinery for coroutines (connecting, waiting for the pool, streaming a body).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import httptools
 
+from ringlb import http11
 from ringlb.body_stream import BodyStream
 from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
+
+Done = Callable[[bool, "UpstreamFailure | None"], None]
 
 
 class UpstreamFailure(Exception):
@@ -32,23 +40,28 @@ class UpstreamFailure(Exception):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection; `exchange` sends a request and relays the answer."""
+    """One keep-alive connection to a replica; relays each answer to a ResponseRelay."""
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[bool] | None = None
         self.relay: ResponseRelay | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.on_done: Done | None = None
         self.head_only = False
         self.reused = False
         self.got_bytes = False
         self.closed = False
         self.last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
         self.writable = asyncio.Event()
         self.writable.set()
+        # The answer's head as it is parsed: forwardable lines, length, Connection tokens.
+        self.head_lines = bytearray()
+        self.length: int | None = None
+        self.connection_tokens: set[bytes] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -57,7 +70,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
-        self.last_read = asyncio.get_running_loop().time()
+        self.last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -74,57 +87,99 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self.writable.set()  # wakes a body pump, which then sees `closed`
         self.pool.discard(self)
-        if self.waiter is not None and not self.waiter.done():
+        if self.on_done is not None:
             stale = self.reused and not self.got_bytes
             self._fail(UpstreamFailure("connection closed before the answer", stale=stale))
 
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        lower = name.lower()
+        if lower in http11.HOP_BY_HOP:
+            if lower == b"content-length":
+                self.length = int(value) if value.isdigit() else None
+            elif lower == b"connection":
+                tokens = http11.named_by_connection(value)
+                if tokens:
+                    self.connection_tokens = (self.connection_tokens or set()) | tokens
+            return
+        self.head_lines += b"%s: %s\r\n" % (name, value)
 
     def on_headers_complete(self) -> None:
         relay = self.relay
-        if relay is None:
-            return
         status = self.parser.get_status_code()
-        if status < 200:
-            self.headers = []  # 1xx interim answers are not relayed; the final one follows
-            return
-        relay.start(status, self.headers)
-        self.headers = []
+        head, length = bytes(self.head_lines), self.length
+        if self.connection_tokens:
+            head = http11.drop_named_headers(head, self.connection_tokens)
+        self.head_lines.clear()
+        self.length = None
+        self.connection_tokens = None
+        if relay is None or status < 200:
+            return  # 1xx interim answers are not relayed; the final one follows
+        relay.start(status, head, length)
         if self.head_only:
             # The parser cannot be told that a HEAD answer has no body, so it would wait
             # for Content-Length bytes that never come: finish here, do not reuse.
-            self._finish(keep_alive=False)
+            relay.end()
+            self._finish(False)
 
     def on_body(self, body: bytes) -> None:
         if self.relay is not None:
             self.relay.body(body)
 
     def on_message_complete(self) -> None:
-        if self.relay is not None and self.relay.started:
-            self.relay.end()
+        relay = self.relay
+        if relay is not None and relay.started:
+            relay.end()
             self._finish(self.parser.should_keep_alive())
 
     # -- exchange --------------------------------------------------------------------------
 
+    def start(
+        self, request: bytes, relay: ResponseRelay, head_only: bool, timeout: float, on_done: Done
+    ) -> None:
+        """Sends `request` and relays the answer; calls `on_done(keep_alive, None)` at its
+        end, or `on_done(False, failure)`. `timeout` bounds every silence of the replica."""
+        self.relay = relay
+        self.on_done = on_done
+        self.head_only = head_only
+        self.got_bytes = False
+        self.timeout = timeout
+        self.last_read = self.loop.time()
+        assert self.transport is not None
+        self.transport.write(request)
+        self.timer = self.loop.call_later(timeout, self._on_timeout)
+
     def _finish(self, keep_alive: bool) -> None:
-        waiter = self.waiter
-        self.relay = None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(keep_alive)
-        self.writable.set()  # a body pump still running must notice the answer is done
+        on_done = self.on_done
+        self._end_exchange()
+        if on_done is not None:
+            on_done(keep_alive, None)
 
     def _fail(self, exc: UpstreamFailure) -> None:
-        self.relay = None
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
+        on_done = self.on_done
+        self._end_exchange()
+        if on_done is not None:
+            on_done(False, exc)
 
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.closed = True
-            self.transport.close()
+    def _end_exchange(self) -> None:
+        self.relay = None
+        self.on_done = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.writable.set()  # a body pump still running must notice the answer is done
+
+    def _on_timeout(self) -> None:
+        # Re-armed instead of reset on every read: a long answer that keeps flowing is
+        # fine; only `timeout` seconds without a byte is a failure.
+        quiet = self.loop.time() - self.last_read
+        if quiet < self.timeout:
+            self.timer = self.loop.call_later(self.timeout - quiet, self._on_timeout)
+            return
+        self.timer = None
+        self._fail(UpstreamFailure(f"no answer within {self.timeout:g} s"))
+        self.close()
 
     async def exchange(
         self,
@@ -134,36 +189,28 @@ class UpstreamConnection(asyncio.Protocol):
         timeout: float,
         body: BodyStream | None = None,
     ) -> bool:
-        """Sends `request`, then `body` if the body is streamed, and relays the answer.
+        """`start` as a coroutine, plus a body streamed after the head; returns whether the
+        connection can be reused. Raises UpstreamFailure."""
+        done: asyncio.Future[bool] = self.loop.create_future()
 
-        Returns whether the connection can be reused. `timeout` bounds every silence of
-        the replica (time spent sending it a body counts as activity).
-        """
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        self.relay = relay
-        self.headers = []
-        self.head_only = head_only
-        self.got_bytes = False
-        self.last_read = loop.time()
-        assert self.transport is not None
-        self.transport.write(request)
-        self._timer = loop.call_later(timeout, self._on_timeout, timeout)
-        try:
-            sent_all = True if body is None else await self._pump(body)
-            keep_alive = await self.waiter
-            return keep_alive and sent_all
-        finally:
-            self._timer.cancel()
-            self.waiter = None
+        def on_done(keep_alive: bool, failure: UpstreamFailure | None) -> None:
+            if done.done():
+                return
+            if failure is None:
+                done.set_result(keep_alive)
+            else:
+                done.set_exception(failure)
 
-    async def _pump(self, body: BodyStream) -> bool:
+        self.start(request, relay, head_only, timeout, on_done)
+        sent_all = True if body is None else await self._pump(body, done)
+        return await done and sent_all
+
+    async def _pump(self, body: BodyStream, done: asyncio.Future[bool]) -> bool:
         """Sends the body as it arrives; returns False if the replica answered first."""
-        assert self.transport is not None and self.waiter is not None
+        assert self.transport is not None
         chunked = body.length is None
-        loop = asyncio.get_running_loop()
         while True:
-            if self.waiter.done():
+            if done.done():
                 return False  # answered (or failed, which `exchange` then raises)
             if self.closed:
                 raise UpstreamFailure("connection closed while sending the request body")
@@ -171,25 +218,17 @@ class UpstreamConnection(asyncio.Protocol):
             if chunk is None:
                 break
             self.transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            self.last_read = loop.time()
+            self.last_read = self.loop.time()  # sending counts as activity for the timeout
             if not self.writable.is_set():
                 await self.writable.wait()
         if chunked and not self.closed:
             self.transport.write(b"0\r\n\r\n")
         return True
 
-    def _on_timeout(self, timeout: float) -> None:
-        if self.waiter is None or self.waiter.done():
-            return
-        # Re-arm instead of resetting a timer on every read: a long answer that keeps
-        # flowing is fine; only `timeout` seconds without a byte is a failure.
-        loop = asyncio.get_running_loop()
-        quiet = loop.time() - self.last_read
-        if quiet < timeout:
-            self._timer = loop.call_later(timeout - quiet, self._on_timeout, timeout)
-            return
-        self._fail(UpstreamFailure(f"no answer within {timeout:g} s"))
-        self.close()
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
 
 
 class UpstreamPool:
@@ -204,6 +243,16 @@ class UpstreamPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
+    def take_idle(self) -> UpstreamConnection | None:
+        """Returns an idle open connection at once, or None."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
     async def acquire(self, fresh: bool = False) -> UpstreamConnection:
         """Returns an idle connection, or a new one when below the cap; waits otherwise."""
         may_connect = True
@@ -211,11 +260,9 @@ class UpstreamPool:
             if self._closed:
                 raise UpstreamFailure("replica left the ring")
             if not fresh:
-                while self._idle:
-                    conn = self._idle.pop()
-                    if not conn.closed:
-                        conn.reused = True
-                        return conn
+                conn = self.take_idle()
+                if conn is not None:
+                    return conn
             if self._open < self._size and (may_connect or self._open == 0):
                 try:
                     return await self._connect()
@@ -240,7 +287,7 @@ class UpstreamPool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: UpstreamConnection(self), self.replica.host, self.replica.port
+                    lambda: UpstreamConnection(self, loop), self.replica.host, self.replica.port
                 ),
                 self._connect_timeout,
             )
@@ -261,7 +308,8 @@ class UpstreamPool:
         """Returns `conn` to the pool, or closes it when it cannot carry another request."""
         if keep_alive and not conn.closed and not self._closed:
             self._idle.append(conn)
-            self._wake_one()
+            if self._waiters:
+                self._wake_one()
         else:
             conn.close()
 
