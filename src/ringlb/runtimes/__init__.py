@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
 
+if TYPE_CHECKING:
+    from ringlb.config import Settings
 
-def make_runtime(name: str, **options: object) -> Runtime:
-    """Returns the runtime registered as `name`."""
-    if name == "process":
+
+def make_runtime(settings: Settings) -> Runtime:
+    """Returns the runtime selected by `settings.runtime`, configured from `settings`."""
+    if settings.runtime == "process":
         from ringlb.runtimes.process import ProcessRuntime
 
-        return ProcessRuntime(**options)  # type: ignore[arg-type]
-    raise ValueError(f"runtime: unknown runtime {name!r}")
+        return ProcessRuntime(command=settings.replica_command)
+    if settings.runtime == "docker":
+        from ringlb.runtimes.docker import DockerRuntime
+
+        return DockerRuntime(
+            image=settings.docker_image,
+            network=settings.docker_network,
+            owner=settings.docker_owner,
+            api_timeout=settings.docker_api_timeout,
+        )
+    raise ValueError(f"runtime: unknown runtime {settings.runtime!r}")
 
 
 __all__ = ["RunningReplica", "Runtime", "RuntimeFailure", "make_runtime"]
