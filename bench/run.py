@@ -1,0 +1,191 @@
+"""`make bench`: ringlb, HAProxy, nginx and a replica direct, under the same wrk load.
+
+ringlb starts its three replica processes; HAProxy and nginx are configured in front of
+those same processes, and `direct` is wrk against one replica. Targets alternate within each
+round so a slow drift of the machine hits every target alike. For each run we read the
+balancer's CPU time (utime + stime in /proc/<pid>/stat, balancer processes only) before
+and after, and its peak RSS (VmHWM). Then the connection-scale run holds 10,000 keep-alive
+connections open on each balancer. Prints a table and writes bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import procstat
+import targets
+from wrk import WrkSettings, run_wrk
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def measure(
+    target: targets.Target, settings: WrkSettings, replicas: list[targets.ReplicaEndpoint]
+) -> dict:
+    """Runs wrk once against `target`; returns its figures, the balancer's CPU cost, and
+    how the replicas' CPU time was split (a skewed split means one replica saturates first).
+    """
+    pids = target.pids()
+    cpu_before = procstat.total_cpu_seconds(pids) if pids else None
+    replica_before = [procstat.cpu_seconds(r.pid) for r in replicas]
+    result = run_wrk(target.port, settings)
+    run = {k: v for k, v in asdict(result).items() if k != "output"}
+    if pids:
+        cpu = procstat.total_cpu_seconds(pids) - cpu_before
+        run["cpu_us_per_request"] = cpu * 1e6 / max(result.requests, 1)
+        run["peak_rss_kib"] = procstat.total_memory_kib(pids)["VmHWM"]
+    run["replica_cpu_seconds"] = {
+        r.name: round(procstat.cpu_seconds(r.pid) - before, 2)
+        for r, before in zip(replicas, replica_before, strict=True)
+    }
+    return run
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Returns the median of each figure over the rounds (peak RSS: the maximum)."""
+    summary = {}
+    for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request"):
+        values = [r[key] for r in runs if key in r]
+        if values:
+            summary[key] = statistics.median(values)
+    rss = [r["peak_rss_kib"] for r in runs if "peak_rss_kib" in r]
+    if rss:
+        summary["peak_rss_mib"] = max(rss) / 1024
+    summary["errors"] = sum(r["errors"] for r in runs)
+    return summary
+
+
+def hold_connections(target: targets.Target, connections: int) -> dict:
+    args = [sys.executable, str(HERE / "manyconn.py"), "--port", str(target.port)]
+    args += ["--connections", str(connections)]
+    for pid in target.pids():
+        args += ["--pid", str(pid)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=240, check=False)
+    if not out.stdout.strip():
+        return {"errors": -1, "error_kinds": {"client failed": out.stderr[-2000:]}}
+    return json.loads(out.stdout)
+
+
+def table(summary: dict[str, dict], scale: dict[str, dict]) -> str:
+    """Returns the results as a Markdown table (readable in a terminal as well)."""
+    base = summary.get("haproxy", {}).get("rps")
+    lines = [
+        "| target | req/s | vs HAProxy | p50 ms | p99 ms | CPU µs/req | peak RSS MiB "
+        "| errors | 10k conns: errors | 10k conns: peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in summary.items():
+        ratio = f"{s['rps'] / base:.2f} x" if base else "-"
+        cpu = f"{s['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in s else "-"
+        rss = f"{s['peak_rss_mib']:.1f}" if "peak_rss_mib" in s else "-"
+        held = scale.get(name)
+        held_errors = str(held["errors"]) if held else "-"
+        held_rss = "-"
+        if held and held.get("memory_kib_after_round2"):
+            held_rss = f"{held['memory_kib_after_round2']['VmHWM'] / 1024:.1f}"
+        lines.append(
+            f"| {name} | {s['rps']:.0f} | {ratio} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
+            f"| {cpu} | {rss} | {s['errors']} | {held_errors} | {held_rss} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of wrk before round 1")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--hold", type=int, default=10_000, help="connection-scale run (0: skip)")
+    parser.add_argument("--only", default="", help="comma-separated subset of targets")
+    parser.add_argument(
+        "--policy",
+        default="round_robin",
+        help="ringlb's policy; round_robin matches HAProxy's and nginx's `roundrobin`",
+    )
+    args = parser.parse_args()
+    settings = WrkSettings(args.connections, args.threads, args.seconds)
+
+    started = time.time()
+    # Other work on the machine skews wall-clock figures: record how busy it was.
+    load_at_start = os.getloadavg()
+    print(f"bench: load average at start {load_at_start}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
+    running: list[targets.Target] = []
+    try:
+        ringlb = targets.Ringlb(workdir, args.policy)
+        running.append(ringlb)
+        running.append(targets.Haproxy(workdir, ringlb.replicas))
+        running.append(targets.Nginx(workdir, ringlb.replicas))
+        running.append(targets.Direct(ringlb.replicas[0]))
+        chosen = [t for t in running if not args.only or t.name in args.only.split(",")]
+        replicas = ", ".join(f"{r.name}:{r.port}" for r in ringlb.replicas)
+        print(
+            f"bench: ringlb policy {args.policy}; replicas {replicas}; work files in {workdir}",
+            flush=True,
+        )
+
+        for target in chosen:
+            print(f"bench: warm-up {target.name} ({args.warmup} s)", flush=True)
+            run_wrk(target.port, settings, seconds=args.warmup)
+        runs: dict[str, list[dict]] = {t.name: [] for t in chosen}
+        for round_no in range(1, args.rounds + 1):
+            for target in chosen:
+                run = measure(target, settings, ringlb.replicas)
+                runs[target.name].append(run)
+                print(
+                    f"bench: round {round_no} {target.name:8} {run['rps']:9.0f} req/s "
+                    f"p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms "
+                    f"cpu {run.get('cpu_us_per_request', 0):.0f} µs/req errors {run['errors']} "
+                    f"replica cpu s {list(run['replica_cpu_seconds'].values())}",
+                    flush=True,
+                )
+        summary = {name: summarize(r) for name, r in runs.items()}
+
+        scale: dict[str, dict] = {}
+        if args.hold:
+            for target in chosen:
+                if target.pids():
+                    print(f"bench: {args.hold} connections on {target.name}", flush=True)
+                    scale[target.name] = hold_connections(target, args.hold)
+                    print(f"bench: {json.dumps(scale[target.name])}", flush=True)
+    finally:
+        for target in reversed(running):
+            target.stop()
+
+    report = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "machine": targets.machine(),
+        "load_average_at_start": load_at_start,
+        "versions": {name: targets.version(name) for name in ("haproxy", "nginx", "wrk")},
+        "wrk": asdict(settings),
+        "rounds": args.rounds,
+        "ringlb_policy": args.policy,
+        "balancing": "ringlb --policy as given; HAProxy `balance roundrobin`; nginx round-robin",
+        "summary": summary,
+        "runs": runs,
+        "connection_scale": scale,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
+    for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(table(summary, scale))
+    print(f"\nbench: wrote {RESULTS / f'bench-{stamp}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""The systems under test: ringlb with its three replicas, and HAProxy and nginx configured
+in front of those same replica processes, each on its own loopback port.
+
+Every target exposes `port` and `pids()`: the processes whose CPU and memory are the
+balancer's cost (never the replicas').
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import procstat
+
+ROOT = Path(__file__).resolve().parent.parent
+PARENT_PID_ENV = b"RINGLB_PARENT_PID"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """Returns the status of GET `path` on a new connection, or None when nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
+def wait_for(port: int, path: str, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while get_status(port, path) != 200:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}: {_log_tail(proc)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer GET {path} on :{port} in {timeout} s")
+        time.sleep(0.1)
+
+
+def _log_tail(proc: subprocess.Popen) -> str:
+    log = getattr(proc, "log_path", None)
+    return log.read_text()[-2000:] if log else ""
+
+
+@dataclass(frozen=True)
+class ReplicaEndpoint:
+    name: str
+    pid: int
+    port: int
+
+
+def replicas_of(balancer_pid: int) -> list[ReplicaEndpoint]:
+    """Returns the replica processes a `ringlb serve` started (env RINGLB_PARENT_PID)."""
+    marker = PARENT_PID_ENV + b"=%d\x00" % balancer_pid
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with contextlib.suppress(OSError):
+            if marker not in environ.read_bytes():
+                continue
+            args = (environ.parent / "cmdline").read_bytes().split(b"\x00")
+            if b"replica" not in args:
+                continue
+            name = args[args.index(b"--id") + 1].decode()
+            port = int(args[args.index(b"--port") + 1])
+            found.append(ReplicaEndpoint(name, int(environ.parent.name), port))
+    return sorted(found, key=lambda r: r.name)
+
+
+class Target:
+    name = ""
+    port = 0
+
+    def pids(self) -> list[int]:
+        return []
+
+    def stop(self) -> None:
+        pass
+
+
+class _Process(Target):
+    """A target that is one foreground process we started (and stop with SIGTERM)."""
+
+    proc: subprocess.Popen | None = None
+
+    def _spawn(self, args: list[str], log_path: Path, **kw) -> subprocess.Popen:
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw
+            )
+        self.proc.log_path = log_path
+        return self.proc
+
+    def _ready(self, path: str, what: str) -> None:
+        """Waits until GET `path` answers 200; stops the process if it never does."""
+        try:
+            wait_for(self.port, path, self.proc, what)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Ringlb(_Process):
+    """`ringlb serve` with its own three replica processes (the ones every target shares)."""
+
+    name = "ringlb"
+
+    def __init__(self, workdir: Path, policy: str = "round_robin") -> None:
+        self.port = free_port()
+        self.policy = policy
+        args = [sys.executable, "-m", "ringlb", "serve", "--port", str(self.port)]
+        args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy]
+        self._spawn(args, workdir / "ringlb.log", cwd=ROOT)
+        self._ready("/rep", "ringlb serve")
+        self.replicas = replicas_of(self.proc.pid)
+        if len(self.replicas) != 3:
+            raise RuntimeError(f"expected 3 replica processes, found {self.replicas}")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+
+class Direct(Target):
+    """One replica, no balancer in front: the ceiling of a single replica process."""
+
+    name = "direct"
+
+    def __init__(self, replica: ReplicaEndpoint) -> None:
+        self.port = replica.port
+
+
+# ringlb's default upstream_pool_size: HAProxy gets the same per-replica connection cap.
+UPSTREAM_CAP = 64
+
+HAPROXY_CONFIG = """\
+# No `log` line: HAProxy logs nothing. One thread, like ringlb's single event loop.
+global
+    nbthread 1
+    # HAProxy reserves two descriptors per connection and refuses to start when the
+    # open-file limit (20000 on the bench machine) is below that. With `http-reuse always`
+    # server-side connections are shared, so 10,000 clients need about 10,100: warn only.
+    no strict-limits
+    maxconn 10100
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+    option http-keep-alive
+    http-reuse always
+
+frontend bench
+    bind 127.0.0.1:{port} backlog 4096
+    default_backend replicas
+
+backend replicas
+    # Round robin, like ringlb's `round_robin` policy and nginx's default. At most
+    # {cap} connections per replica (ringlb's upstream_pool_size), extra requests queue.
+    balance roundrobin
+    timeout queue 30s
+    option httpchk GET /heartbeat
+{servers}
+"""
+
+
+class Haproxy(_Process):
+    name = "haproxy"
+
+    def __init__(self, workdir: Path, replicas: list[ReplicaEndpoint]) -> None:
+        self.port = free_port()
+        servers = "\n".join(
+            f"    server {r.name} 127.0.0.1:{r.port} check inter 1s maxconn {UPSTREAM_CAP}"
+            for r in replicas
+        )
+        config = workdir / "haproxy.cfg"
+        config.write_text(HAPROXY_CONFIG.format(port=self.port, servers=servers, cap=UPSTREAM_CAP))
+        self._spawn([_binary("haproxy"), "-db", "-f", str(config)], workdir / "haproxy.log")
+        self._ready("/home", "haproxy")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+
+NGINX_CONFIG = """\
+# One worker process, like ringlb's single event loop; the master only supervises it.
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+
+events {{
+    worker_connections 19000;
+}}
+
+http {{
+    access_log off;
+    # nginx closes a keep-alive connection after 1000 requests by default; HAProxy and
+    # ringlb do not, so lift the limit on both sides for a like-for-like comparison.
+    keepalive_requests 10000000;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    upstream replicas {{
+{servers}
+        keepalive 64;
+        keepalive_requests 10000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+class Nginx(_Process):
+    name = "nginx"
+
+    def __init__(self, workdir: Path, replicas: list[ReplicaEndpoint]) -> None:
+        self.port = free_port()
+        servers = "\n".join(f"        server 127.0.0.1:{r.port};" for r in replicas)
+        config = workdir / "nginx.conf"
+        config.write_text(NGINX_CONFIG.format(port=self.port, servers=servers, dir=workdir))
+        args = [_binary("nginx"), "-p", str(workdir), "-c", str(config), "-e", "stderr"]
+        self._spawn(args, workdir / "nginx.log")
+        self._ready("/home", "nginx")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *procstat.children(self.proc.pid)]
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        raise RuntimeError(f"{name} is not installed; run bench/install.sh")
+    return path
+
+
+def version(name: str) -> str:
+    """Returns the first line a reference program prints about its version."""
+    flag = {"haproxy": "-v", "nginx": "-v", "wrk": "-v"}[name]
+    out = subprocess.run([_binary(name), flag], capture_output=True, text=True, check=False)
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def machine() -> dict[str, str]:
+    """Returns what a reader needs to compare figures across machines."""
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu_model": model,
+        "memory_gib": f"{mem_kib / 1024 / 1024:.1f}",
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }
