@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format bench analysis clean
+.PHONY: build up down logs ps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,57 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	exec $(BIN)/ringlb serve $(ARGS)
 
+# In CI (CI=true), or when asked with RINGLB_REQUIRE_DOCKER=1, `make test` first makes a
+# Docker engine reachable and builds the image offline, and tests/docker fail instead of
+# skipping when there is no engine.
+ifeq ($(CI),true)
+RINGLB_REQUIRE_DOCKER ?= 1
+endif
+export RINGLB_REQUIRE_DOCKER
+
 ## test: lint, then the whole suite (unit, integration, docker when an engine is reachable)
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(if $(filter 1,$(RINGLB_REQUIRE_DOCKER)),scripts/docker-engine.sh && scripts/docker-build.sh)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Docker (docs/docker.md): the balancer container on :$(RINGLB_HOST_PORT), replicas on net1.
+# The compose CLI is the v2 plugin when present, else Debian's docker-compose.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+STACK = $(COMPOSE) -p ringlb
+RINGLB_HOST_PORT ?= 5000
+RINGLB_IMAGE ?= ringlb:latest
+export RINGLB_HOST_PORT RINGLB_IMAGE
+OURS := --filter label=ringlb.owner=ringlb
+
+## build: the ringlb image (offline when no registry is reachable: debootstrap + wheelhouse)
+build:
+	scripts/docker-build.sh
+
+## up: build, start the balancer container (detached), wait until its /rep answers
+# The probe: can this engine run a privileged root container at all (see docker-compose.yml)?
+up: build
+	@if [ -z "$$RINGLB_PRIVILEGED" ] && ! docker run --rm --privileged --user root \
+	    --network none $(RINGLB_IMAGE) true >/dev/null 2>&1; then \
+	    echo "this engine refuses privileged containers: starting the balancer unprivileged"; \
+	    export RINGLB_PRIVILEGED=false; fi; \
+	$(STACK) up -d --no-build
+	@$(PYTHON) scripts/wait-rep.py $(RINGLB_HOST_PORT) 90
+	@echo "ringlb serves on http://127.0.0.1:$(RINGLB_HOST_PORT) (make logs, make ps, make down)"
+
+## down: remove the balancer, every replica container it started, and the network
+down:
+	$(STACK) stop
+	docker ps -aq $(OURS) --filter label=ringlb.role=replica | xargs -r docker rm -f
+	$(STACK) down --remove-orphans
+	docker network ls -q $(OURS) | xargs -r docker network rm
+
+logs:
+	$(STACK) logs --tail=200 lb
+
+ps:
+	docker ps -a $(OURS) --format 'table {{.Names}}\t{{.Label "ringlb.role"}}\t{{.Status}}\t{{.Ports}}'
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
@@ -36,6 +83,22 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+## bench: ringlb vs HAProxy vs nginx vs a replica direct, then 10,000 held connections
+## (installs haproxy, nginx and wrk from Debian packages when missing; ~4 minutes)
+bench: $(VENV)/.installed-run
+	bash bench/install.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+$(VENV)/.installed-analysis: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[analysis]'
+	touch $@ $(VENV)/.installed-run
+
+## analysis: A-1..A-4 against a balancer it starts itself (no Docker needed); charts, data
+## and REPORT.md in docs/analysis/ (3-10 minutes). ANALYZE_ARGS="--url http://..." to measure
+## a running balancer instead.
+analysis: $(VENV)/.installed-analysis
+	$(BIN)/ringlb analyze --out docs/analysis $(ANALYZE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -10,11 +10,11 @@ import random
 import signal
 
 from ringlb.admin import AdminAPI
-from ringlb.config import Settings
+from ringlb.config import Settings, SettingsError
 from ringlb.health import HeartbeatMonitor, HeartbeatProber
-from ringlb.keys import RandomKeys
-from ringlb.policies import make_policy
-from ringlb.proxy import Proxy
+from ringlb.keys import RandomKeys, make_key_source
+from ringlb.policies import capacity_error, make_policy
+from ringlb.proxy import ClientLimits, Proxy
 from ringlb.replicaset import ReplicaSet
 from ringlb.runtimes import Runtime, make_runtime
 from ringlb.supervisor import Supervisor
@@ -28,16 +28,23 @@ class Balancer:
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
         rng = random.Random(settings.seed)
-        self.runtime = runtime or make_runtime(settings.runtime)
+        self.runtime = runtime or make_runtime(settings)
         self.prober = HeartbeatProber(settings.heartbeat_timeout)
+        policy = make_policy(settings.policy, **settings.policy_options)
+        too_small = capacity_error(policy, settings.max_replicas)
+        if too_small is not None:
+            raise SettingsError(
+                f"invalid max_replicas (RINGLB_MAX_REPLICAS, --max-replicas): {too_small}"
+            )
         self.replicaset = ReplicaSet(
             self.runtime,
-            make_policy(settings.policy),
+            policy,
             self.prober.probe,
             max_replicas=settings.max_replicas,
             start_timeout=settings.replica_start_timeout,
             drain_timeout=settings.drain_timeout,
             rng=rng,
+            weights=settings.weights,
         )
         self.admin = AdminAPI(self.replicaset)
         self.proxy = Proxy(
@@ -49,6 +56,14 @@ class Balancer:
             max_attempts=settings.upstream_max_attempts,
             max_body=settings.max_body,
             random_key=RandomKeys(random.Random(rng.random())),
+            key_source=make_key_source(settings.key_source),
+            limits=ClientLimits(
+                header_timeout=settings.client_header_timeout,
+                body_timeout=settings.client_body_timeout,
+                idle_timeout=settings.client_idle_timeout,
+                max_header_bytes=settings.max_header_bytes,
+                max_headers=settings.max_headers,
+            ),
         )
         self.replicaset.on_forget.append(self.proxy.forget)
         self.monitor = HeartbeatMonitor(
@@ -71,13 +86,18 @@ class Balancer:
         if adopted:
             log.info("adopted %d replica(s): %s", len(adopted), ", ".join(rs.names()))
         rs.target = max(settings.replicas, len(adopted))
+        # Deaths are watched before the first start, so a replica that dies while starting
+        # fails its start at once instead of after the start timeout.
+        self.tasks = [
+            asyncio.create_task(self._forward_runtime_deaths(), name="runtime-events"),
+            asyncio.create_task(self.proxy.run_deadlines(), name="client-deadlines"),
+        ]
         names = [n for n in settings.initial_hostnames() if n not in rs.names()]
         async with rs.lock:
             await rs.spawn(names[: rs.missing()])
-        self.tasks = [
+        self.tasks += [
             asyncio.create_task(self.monitor.run(), name="heartbeat-monitor"),
             asyncio.create_task(self.supervisor.run(), name="supervisor"),
-            asyncio.create_task(self._forward_runtime_deaths(), name="runtime-events"),
         ]
         self.server = await asyncio.get_running_loop().create_server(
             self.proxy.protocol,

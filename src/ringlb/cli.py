@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ringlb import __version__
+from ringlb.analysis.options import add_arguments as add_analyze_arguments
 from ringlb.config import Settings, SettingsError, load_settings
 
 
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     replica.add_argument("--id", required=True, help="SERVER_ID, the replica's hostname")
     replica.add_argument("--host", default="0.0.0.0", help="listen address")
     replica.add_argument("--port", type=int, default=5000, help="listen port")
+
+    analyze = commands.add_parser("analyze", help="run the experiments A-1..A-4 and report")
+    add_analyze_arguments(analyze)
     return parser
 
 
@@ -51,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_parent()
         serve_replica(args["id"], args["host"], args["port"])
         return 0
+    if command == "analyze":
+        from ringlb.analysis.runner import main as analyze
+
+        return analyze(argparse.Namespace(**args))
 
     try:
         settings = load_settings(**args)
@@ -69,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(settings))
     except KeyboardInterrupt:
         pass
+    except SettingsError as exc:
+        print(f"ringlb: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         logging.getLogger("ringlb").error("cannot start: %s", exc)
         return 1

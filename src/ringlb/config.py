@@ -1,18 +1,31 @@
-"""One typed settings object for the balancer: defaults, `RINGLB_*` environment, CLI flags.
+"""One typed settings object for the balancer: defaults, a TOML file, `RINGLB_*` environment,
+CLI flags.
 
-Precedence: command-line flag > environment variable > default. Every field is also a
-`ringlb serve --flag` (underscores become dashes); `cli.py` derives the flags from this
-model so the list of options exists once.
+Precedence: command-line flag > environment variable > config file (`--config`) > default.
+Every field is also a `ringlb serve --flag` (underscores become dashes); `cli.py` derives the
+flags from this model so the list of options exists once.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from ringlb.contract import is_valid_hostname
+from ringlb.keys import DEFAULT_KEY_SOURCE, make_key_source
 
 RuntimeName = Literal["process", "docker"]
 
@@ -32,8 +45,40 @@ class Settings(BaseSettings):
         description="Initial hostnames, comma-separated; missing ones are server_<i>.",
     )
     max_replicas: int = Field(50, ge=1, description="Upper bound on N for /add.")
-    policy: str = Field("assignment", description="Balancing policy name.")
+    policy: str = Field(
+        "maglev",
+        description="Balancing policy name (`assignment` is the specification's ring).",
+    )
+    policy_options: Annotated[dict[str, Any], NoDecode] = Field(
+        default_factory=dict,
+        description="Options of the policy: a JSON object or comma-separated key=value pairs "
+        "(e.g. 'hash=murmur3,vnodes=200,bounded=true').",
+    )
+    key_source: str = Field(
+        DEFAULT_KEY_SOURCE,
+        description="What the request key is computed on: x-request-id, header:NAME, "
+        "cookie:NAME, client, path, query:NAME or random.",
+    )
+    weights: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Replica weights as comma-separated name=weight pairs (others weigh 1).",
+    )
     runtime: RuntimeName = Field("process", description="Where replicas run.")
+    replica_command: str | None = Field(
+        None,
+        description="process runtime: command starting one replica, with {python}, {name}, "
+        "{host} and {port} placeholders (default: ringlb's own replica server).",
+    )
+    docker_image: str = Field("ringlb:latest", description="docker runtime: replica image.")
+    docker_network: str = Field("net1", description="docker runtime: network of the replicas.")
+    docker_owner: str = Field(
+        "ringlb",
+        description="docker runtime: value of the ringlb.owner label; a balancer adopts the "
+        "replicas carrying its owner label.",
+    )
+    docker_api_timeout: float = Field(
+        10.0, gt=0, description="docker runtime: deadline of one Docker API call (s)."
+    )
 
     heartbeat_interval: float = Field(1.0, gt=0, description="Seconds between heartbeats.")
     heartbeat_timeout: float = Field(0.5, gt=0, description="Heartbeat answer deadline (s).")
@@ -56,13 +101,48 @@ class Settings(BaseSettings):
         64, ge=1, description="Max pooled keep-alive connections per replica."
     )
     max_body: int = Field(
-        64 * 1024 * 1024, ge=0, description="Largest proxied request body (bytes); larger: 413."
+        1024**3,
+        ge=0,
+        description="Largest proxied request body (bytes; streamed, not held); larger: 413.",
     )
+    client_header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's line and headers."
+    )
+    client_body_timeout: float = Field(
+        30.0, gt=0, description="Longest pause (s) inside a request body before 408."
+    )
+    client_idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds an idle keep-alive client connection is kept."
+    )
+    max_header_bytes: int = Field(
+        65536, ge=1024, description="Largest request line plus headers (bytes); larger: 431."
+    )
+    max_headers: int = Field(100, ge=1, description="Most request headers; more: 431.")
 
     seed: int | None = Field(None, description="Seed for generated names and request ids.")
+    config: Path | None = Field(
+        None,
+        description="TOML file of settings, keyed by option name (policy_options and weights "
+        "as tables); flags and RINGLB_* variables override it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            ConfigFileSource(settings_cls, init_settings, env_settings),  # type: ignore[arg-type]
+        )
 
     @field_validator("hostnames", mode="before")
     @classmethod
@@ -81,6 +161,19 @@ class Settings(BaseSettings):
             raise ValueError("duplicate hostname")
         return value
 
+    @field_validator("replica_command")
+    @classmethod
+    def _check_replica_command(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "{port}" not in value:
+            raise ValueError("must contain {port}: the replica has to listen where told")
+        try:
+            value.format(python="", name="", host="", port=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad placeholder {exc}") from None
+        return value
+
     @field_validator("policy")
     @classmethod
     def _check_policy(cls, value: str) -> str:
@@ -88,6 +181,49 @@ class Settings(BaseSettings):
 
         if value not in REGISTRY:
             raise ValueError(f"unknown policy (known: {', '.join(sorted(REGISTRY))})")
+        return value
+
+    @field_validator("policy_options", mode="before")
+    @classmethod
+    def _parse_policy_options(cls, value: object) -> object:
+        return parse_pairs(value, json.loads) if isinstance(value, str) else value
+
+    @field_validator("policy_options")
+    @classmethod
+    def _check_policy_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict:
+        from ringlb.policies import make_policy
+
+        if "policy" in info.data:  # else the policy itself is wrong and reported
+            make_policy(info.data["policy"], **value)
+        return value
+
+    @field_validator("key_source")
+    @classmethod
+    def _check_key_source(cls, value: str) -> str:
+        make_key_source(value)
+        return value
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        weights = {}
+        for name, text in parse_pairs(value, str).items():
+            try:
+                weights[name] = float(text)
+            except (TypeError, ValueError):
+                raise ValueError(f"weight of {name} ({text!r}) must be a number") from None
+        return weights
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not is_valid_hostname(name):
+                raise ValueError(f"invalid hostname {name!r}")
+            if not weight > 0 or weight == float("inf"):
+                raise ValueError(f"weight of {name} ({weight}) must be a positive number")
         return value
 
     @model_validator(mode="after")
@@ -115,6 +251,61 @@ class Settings(BaseSettings):
                 names.append(candidate)
             i += 1
         return names
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """The settings in the TOML file named by `config` (a flag or RINGLB_CONFIG)."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init_settings: InitSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._init_settings = init_settings
+        self._env_settings = env_settings
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = self._init_settings.init_kwargs.get("config") or self._env_settings().get("config")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(
+                f"invalid config (RINGLB_CONFIG, --config): cannot read {str(path)!r}: {exc}"
+            ) from None
+        values.pop("config", None)  # a file does not name another file
+        return values
+
+
+def parse_pairs(text: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """Returns the dict of a JSON object, or of `key=value,key=value` text with each value
+    passed through `convert` (kept as text when `convert` refuses it)."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object")
+        return value
+    pairs: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, equals, raw = item.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"{item!r} is not key=value")
+        try:
+            pairs[key.strip()] = convert(raw.strip())
+        except ValueError:
+            pairs[key.strip()] = raw.strip()
+    return pairs
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -58,8 +58,8 @@ def test_sigkill_of_balancer_leaves_no_replica() -> None:
         (["--runtime", "vm"], "invalid runtime (RINGLB_RUNTIME, --runtime)"),
         (
             ["--max-replicas", "100", "--policy", "assignment"],
-            "invalid max_replicas (RINGLB_MAX_REPLICAS, --max-replicas): policy assignment "
-            "holds at most 56 replicas; got 100",
+            "invalid max_replicas (RINGLB_MAX_REPLICAS, --max-replicas): Policy 'assignment' "
+            "holds at most 56 replicas; max_replicas is 100",
         ),
         (
             ["--replica-command", "run-replica {name}"],
