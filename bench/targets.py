@@ -7,7 +7,6 @@ balancer's cost (never the replicas').
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import shutil
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import procstat
 
+from ringlb.runtimes.process import find_replica_processes
+
 ROOT = Path(__file__).resolve().parent.parent
-PARENT_PID_ENV = b"RINGLB_PARENT_PID"
 
 
 def free_port() -> int:
@@ -67,19 +67,11 @@ class ReplicaEndpoint:
 
 def replicas_of(balancer_pid: int) -> list[ReplicaEndpoint]:
     """Returns the replica processes a `ringlb serve` started (env RINGLB_PARENT_PID)."""
-    marker = PARENT_PID_ENV + b"=%d\x00" % balancer_pid
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        with contextlib.suppress(OSError):
-            if marker not in environ.read_bytes():
-                continue
-            args = (environ.parent / "cmdline").read_bytes().split(b"\x00")
-            if b"replica" not in args:
-                continue
-            name = args[args.index(b"--id") + 1].decode()
-            port = int(args[args.index(b"--port") + 1])
-            found.append(ReplicaEndpoint(name, int(environ.parent.name), port))
-    return sorted(found, key=lambda r: r.name)
+    return [
+        ReplicaEndpoint(p.name, p.pid, p.port)
+        for p in find_replica_processes(balancer_pid)
+        if p.port is not None
+    ]
 
 
 class Target:

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ringlb.runtimes.process import find_replica_processes
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -53,37 +55,9 @@ def request(
         conn.close()
 
 
-def child_pids(pid: int) -> list[int]:
-    """Returns the pids whose parent is `pid` (from /proc)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
 def replica_processes(balancer_pid: int) -> list[int]:
     """Returns pids of live replica processes started by the balancer `balancer_pid`."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            env = environ.read_bytes()
-            cmdline = (environ.parent / "cmdline").read_bytes()
-            state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue
-        if (
-            b"replica\x00--id" in cmdline
-            and f"RINGLB_PARENT_PID={balancer_pid}\x00".encode() in env
-        ):
-            found.append(int(environ.parent.name))
-    return found
+    return [p.pid for p in find_replica_processes(balancer_pid)]
 
 
 def cmdline(pid: int) -> list[str]:
@@ -95,10 +69,9 @@ def cmdline(pid: int) -> list[str]:
 
 def pid_of_replica(balancer_pid: int, name: str) -> int:
     """Returns the pid of the replica process `--id name` of that balancer."""
-    for pid in replica_processes(balancer_pid):
-        args = cmdline(pid)
-        if "--id" in args and args[args.index("--id") + 1] == name:
-            return pid
+    for process in find_replica_processes(balancer_pid):
+        if process.name == name:
+            return process.pid
     raise LookupError(f"no replica process named {name}")
 
 

@@ -18,8 +18,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from ringlb.lifeline import PARENT_PID_ENV
-from ringlb.runtimes.process import free_loopback_port
+from ringlb.runtimes.process import find_replica_processes, free_loopback_port
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -27,21 +26,7 @@ STOP_TIMEOUT = 15.0
 
 def replica_processes(parent_pid: int | None = None) -> list[tuple[str, int]]:
     """Returns (name, pid) of live `ringlb replica` processes (of `parent_pid` if given)."""
-    found: list[tuple[str, int]] = []
-    marker = f"{PARENT_PID_ENV}={parent_pid}\x00".encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\x00")
-            if b"replica" not in args or b"--id" not in args:
-                continue
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if parent_pid is not None and marker not in (proc / "environ").read_bytes():
-                continue
-        except OSError:
-            continue
-        found.append((args[args.index(b"--id") + 1].decode(), int(proc.name)))
-    return found
+    return [(p.name, p.pid) for p in find_replica_processes(parent_pid)]
 
 
 def only_pid(name: str, processes: list[tuple[str, int]]) -> int | None:

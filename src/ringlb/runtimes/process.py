@@ -15,6 +15,8 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from ringlb.lifeline import PARENT_PID_ENV
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
@@ -23,6 +25,41 @@ log = logging.getLogger("ringlb.runtime.process")
 
 STOP_GRACE = 2.0
 DEFAULT_COMMAND = "{python} -m ringlb replica --id {name} --host {host} --port {port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaProcess:
+    """A replica process as /proc shows it."""
+
+    name: str
+    pid: int
+    port: int | None
+
+
+def find_replica_processes(balancer_pid: int | None = None) -> list[ReplicaProcess]:
+    """Returns the live `ringlb replica` processes on this machine, sorted by name; only
+    those the balancer `balancer_pid` started (its mark in their environment) when given.
+
+    For operators and tools (tests, benchmarks, analysis) that need a replica's pid."""
+    mark = f"{PARENT_PID_ENV}={balancer_pid}\x00".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\x00")
+            if b"replica" not in args or b"--id" not in args:
+                continue
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie is dead, whatever its parent has not yet reaped
+            if balancer_pid is not None and mark not in (proc / "environ").read_bytes():
+                continue
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        name = args[args.index(b"--id") + 1].decode()
+        port = None
+        if b"--port" in args and args[args.index(b"--port") + 1].isdigit():
+            port = int(args[args.index(b"--port") + 1])
+        found.append(ReplicaProcess(name, int(proc.name), port))
+    return sorted(found, key=lambda p: p.name)
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
