@@ -63,6 +63,10 @@ class BytesHasher:
         """Returns the point of `replica`'s j-th virtual node, in [0, 2^64)."""
         return self._digest(f"{replica.name}#{j}".encode()) & MASK64
 
+    def options(self) -> dict[str, object]:
+        """Returns the policy options that select this hash (for GET /policy)."""
+        return {"hash": self.name}
+
 
 @dataclass(frozen=True, slots=True)
 class PolynomialHasher:
@@ -84,6 +88,16 @@ class PolynomialHasher:
         a, b, c, d = self.phi
         i = replica.rid
         return abs(a * i * i + b * j * j + c * j + d)
+
+    def options(self) -> dict[str, object]:
+        """Returns the policy options that select this hash (for GET /policy)."""
+        if self.name == "poly":
+            return {
+                "hash": "poly",
+                "h_coefficients": list(self.h),
+                "phi_coefficients": list(self.phi),
+            }
+        return {"hash": self.name}
 
 
 Hasher = BytesHasher | PolynomialHasher

@@ -12,7 +12,7 @@ other presets (and the later `ring` policy) reuse this module unchanged.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -103,13 +103,18 @@ class HashRing(Generic[Member]):
         count = len(owners)
         if not count:
             return
-        start = bisect_left(self._positions, self.slot_of_key(key))
-        seen: set[Member] = set()
-        for step in range(count):
-            owner = owners[(start + step) % count]
-            if owner not in seen:
-                seen.add(owner)
-                yield owner
+        yield from distinct_round(owners, bisect_left(self._positions, self.slot_of_key(key)))
+
+
+def distinct_round(owners: Sequence[Member], start: int) -> Iterator[Member]:
+    """Yields each distinct owner once, going round the list from index `start`."""
+    count = len(owners)
+    seen: set[Member] = set()
+    for step in range(count):
+        owner = owners[(start + step) % count]
+        if owner not in seen:
+            seen.add(owner)
+            yield owner
 
 
 def probe_free_slot(base: int, slots: int, taken: dict[int, object]) -> int:

@@ -75,10 +75,7 @@ class MaglevPolicy:
         self.table_size = integer(self.name, "table_size", table_size, 2)
         if not is_prime(self.table_size):
             raise PolicyError(f"maglev: table_size ({table_size}) must be a prime number")
-        self.options = {"hash": hash, "table_size": self.table_size}
-        if hash == "poly":
-            self.options["h_coefficients"] = list(self.hasher.h)
-            self.options["phi_coefficients"] = list(self.hasher.phi)
+        self.options = {**self.hasher.options(), "table_size": self.table_size}
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
         if not replicas:

@@ -67,10 +67,7 @@ class RendezvousPolicy:
         phi_coefficients: list[int] | None = None,
     ) -> None:
         self.hasher = make_hasher(hash, h_coefficients, phi_coefficients, where=self.name)
-        self.options = {"hash": hash}
-        if hash == "poly":
-            self.options["h_coefficients"] = list(self.hasher.h)
-            self.options["phi_coefficients"] = list(self.hasher.phi)
+        self.options = self.hasher.options()
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
         if not replicas:

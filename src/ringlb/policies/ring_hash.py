@@ -17,7 +17,7 @@ from ringlb.hashing import SPACE64, make_hasher
 from ringlb.policies.base import EmptyPicker, Picker, first_allowed
 from ringlb.policies.options import PolicyError, integer
 from ringlb.replica import Replica
-from ringlb.ring import probe_free_slot
+from ringlb.ring import distinct_round, probe_free_slot
 
 UNIFORM_DEFAULT_SLOTS = 1 << 32  # ketama's continuum
 POLYNOMIAL_DEFAULT_SLOTS = 512  # the specification's ring
@@ -67,14 +67,7 @@ class RingHashPicker:
 
     def candidates(self, key: int) -> Iterator[Replica]:
         """Yields the distinct replicas clockwise from the key's slot."""
-        owners, count = self._owners, self._count
-        start = self._first_node(key)
-        seen: set[Replica] = set()
-        for step in range(count):
-            owner = owners[(start + step) % count]
-            if owner not in seen:
-                seen.add(owner)
-                yield owner
+        return distinct_round(self._owners, self._first_node(key))
 
 
 class RingHashPolicy:
@@ -98,10 +91,7 @@ class RingHashPolicy:
         self.slots = integer(self.name, "slots", slots, 1)
         if self.slots > SPACE64:
             raise PolicyError(f"ring: slots ({self.slots}) must be <= 2^64")
-        self.options = {"hash": hash, "vnodes": self.vnodes, "slots": self.slots}
-        if hash == "poly":
-            self.options["h_coefficients"] = list(self.hasher.h)
-            self.options["phi_coefficients"] = list(self.hasher.phi)
+        self.options = {**self.hasher.options(), "vnodes": self.vnodes, "slots": self.slots}
 
     def vnode_counts(self, replicas: Sequence[Replica]) -> list[int]:
         """Returns each replica's virtual-node count: vnodes x weight (at least 1), scaled
