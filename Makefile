@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench analysis clean
+.PHONY: run test lint format bench analysis faults clean
 .PHONY: build up down logs ps
 
 $(BIN)/python:
@@ -26,7 +26,8 @@ run: $(VENV)/.installed-run
 
 # In CI (CI=true), or when asked with RINGLB_REQUIRE_DOCKER=1, `make test` first makes a
 # Docker engine reachable and builds the image offline, and tests/docker fail instead of
-# skipping when there is no engine.
+# skipping when there is no engine. In CI it also installs Chromium for the status page test
+# (which otherwise skips without it).
 ifeq ($(CI),true)
 RINGLB_REQUIRE_DOCKER ?= 1
 endif
@@ -37,6 +38,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(if $(filter 1,$(RINGLB_REQUIRE_DOCKER)),scripts/docker-engine.sh && scripts/docker-build.sh)
+	$(if $(filter true,$(CI)),scripts/chromium.sh)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Docker (docs/docker.md): the balancer container on :$(RINGLB_HOST_PORT), replicas on net1.
@@ -83,6 +85,16 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+## faults: the fault-injection suite (tests/faults, ~3 minutes), its figures rendered into
+## the table of docs/reliability.md. RINGLB_FAULTS_RESTART_DOCKERD=1 adds the Docker daemon
+## restart (it stops every container of the engine: never on a shared engine).
+FAULTS_REPORT := $(CURDIR)/.cache/faults.jsonl
+faults: $(VENV)/.installed-dev
+	@mkdir -p .cache && rm -f $(FAULTS_REPORT)
+	RINGLB_FAULTS_REPORT=$(FAULTS_REPORT) $(BIN)/python -m pytest -q -s \
+	    tests/faults $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/python scripts/faults_table.py $(FAULTS_REPORT) docs/reliability.md; exit $$status
 
 ## bench: ringlb vs HAProxy vs nginx vs a replica direct, then 10,000 held connections
 ## (installs haproxy, nginx and wrk from Debian packages when missing; ~4 minutes)

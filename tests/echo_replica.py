@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import os
 
 from aiohttp import web
 
@@ -15,7 +17,7 @@ from ringlb import contract
 from ringlb.lifeline import die_with_parent
 
 
-def make_app(server_id: str) -> web.Application:
+def make_app(server_id: str, failing: bool = False) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         digest, length = hashlib.sha256(), 0
         async for piece in request.content.iter_chunked(1 << 16):
@@ -52,6 +54,11 @@ def make_app(server_id: str) -> web.Application:
         await response.write_eof()
         return response
 
+    async def die(request: web.Request) -> web.Response:
+        """Reads the request, then the process dies without answering (a crash mid-request)."""
+        await request.read()
+        os._exit(1)
+
     async def home(request: web.Request) -> web.Response:
         return web.Response(body=contract.home_message(server_id), content_type="application/json")
 
@@ -62,10 +69,23 @@ def make_app(server_id: str) -> web.Application:
         body = contract.unknown_endpoint(request.path)
         return web.Response(status=404, body=body, content_type="application/json")
 
-    app = web.Application(client_max_size=1 << 30)
+    async def sleep(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.match_info["seconds"]))
+        return web.Response(text="slept")
+
+    @web.middleware
+    async def fail_everything(request: web.Request, handler):
+        """`--failing`: a replica that is alive (heartbeats) but answers 500 to the rest."""
+        if request.path == "/heartbeat":
+            return await handler(request)
+        return web.Response(status=500, text="broken")
+
+    app = web.Application(client_max_size=1 << 30, middlewares=[fail_everything] if failing else [])
+    app.router.add_get("/sleep/{seconds}", sleep)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/bytes/{size}", stream)
+    app.router.add_route("*", "/die", die)
     app.router.add_get("/home", home)
     app.router.add_get("/heartbeat", heartbeat)
     app.router.add_route("*", "/{tail:.*}", other)
@@ -78,5 +98,8 @@ if __name__ == "__main__":
     parser.add_argument("--id", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--failing", action="store_true")
     args = parser.parse_args()
-    web.run_app(make_app(args.id), host=args.host, port=args.port, print=None, access_log=None)
+    web.run_app(
+        make_app(args.id, args.failing), host=args.host, port=args.port, print=None, access_log=None
+    )

@@ -119,7 +119,8 @@ class BalancerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"balancer exited {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(OSError):
-                return self.get("/rep").status == 200
+                # Any answer means it listens (a split admin listener proxies /rep).
+                return self.get("/rep").status > 0
             return False
 
         wait_until(ready, timeout, interval=0.1)

@@ -7,6 +7,7 @@ in `contract.py`; checks against live membership are in the ReplicaSet.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class AdminResponse:
     status: int
     body: bytes
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes = contract.JSON_CONTENT_TYPE.encode()
 
 
 Handler = Callable[[bytes], Awaitable[AdminResponse]]
@@ -32,8 +34,15 @@ Handler = Callable[[bytes], Awaitable[AdminResponse]]
 class AdminAPI:
     """Routes admin requests by exact path; `paths` is what the data plane must not proxy."""
 
-    def __init__(self, replicaset: ReplicaSet) -> None:
+    def __init__(
+        self, replicaset: ReplicaSet, token: str | None = None, protect_reads: bool = False
+    ) -> None:
         self._replicaset = replicaset
+        # With a token, every state-changing request (and, if asked, every read) must carry
+        # `Authorization: Bearer <token>`: whoever can call /add and /rm can start and stop
+        # containers, and the Docker socket is root on the host.
+        self._token = f"Bearer {token}".encode() if token else None
+        self._protect_reads = protect_reads
         self._routes: dict[str, dict[str, Handler]] = {
             "/rep": {"GET": self.rep, "HEAD": self.rep},
             "/add": {"POST": self.add},
@@ -42,10 +51,17 @@ class AdminAPI:
         }
         self.paths = frozenset(self._routes)
 
+    def mount(self, routes: dict[str, dict[str, Handler]]) -> None:
+        """Adds routes (call before serving: connections copy `paths` when they open)."""
+        self._routes.update(routes)
+        self.paths = frozenset(self._routes)
+
     def accepts_body(self, path: str) -> bool:
         return path in self.paths
 
-    async def handle(self, method: str, path: str, body: bytes) -> AdminResponse:
+    async def handle(
+        self, method: str, path: str, body: bytes, authorization: bytes | None = None
+    ) -> AdminResponse:
         """Returns the answer to `method path` with `body`; never raises."""
         methods = self._routes[path]
         handler = methods.get(method)
@@ -53,6 +69,9 @@ class AdminAPI:
             allow = ", ".join(methods).encode()
             text = contract.method_not_allowed(method, path)
             return AdminResponse(405, contract.failure(text), [(b"Allow", allow)])
+        if not self._authorized(method, authorization):
+            challenge = [(b"WWW-Authenticate", b'Bearer realm="ringlb"')]
+            return AdminResponse(401, contract.failure(contract.UNAUTHORIZED), challenge)
         try:
             return await handler(body)
         except ContractError as exc:
@@ -62,6 +81,12 @@ class AdminAPI:
         except Exception:
             log.exception("%s %s crashed", method, path)
             return AdminResponse(500, contract.failure("Internal error; see the balancer log"))
+
+    def _authorized(self, method: str, authorization: bytes | None) -> bool:
+        if self._token is None or (method in ("GET", "HEAD") and not self._protect_reads):
+            return True
+        # Constant time: the comparison must not tell how much of a guess was right.
+        return hmac.compare_digest(authorization or b"", self._token)
 
     async def rep(self, body: bytes) -> AdminResponse:
         return AdminResponse(200, contract.replica_list(self._replicaset.snapshot.names()))

@@ -7,19 +7,40 @@ import asyncio
 import contextlib
 import logging
 import random
+import resource
 import signal
 
+from ringlb.access_log import AccessLog
 from ringlb.admin import AdminAPI
 from ringlb.config import Settings, SettingsError
+from ringlb.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.health import HeartbeatMonitor, HeartbeatProber
 from ringlb.keys import RandomKeys, make_key_source
+from ringlb.observability import ObservabilityRoutes
 from ringlb.policies import capacity_error, make_policy
-from ringlb.proxy import ClientLimits, Proxy
-from ringlb.replicaset import ReplicaSet
+from ringlb.proxy import Capacity, ClientLimits, Proxy
+from ringlb.replicaset import OutlierRules, ReplicaSet
 from ringlb.runtimes import Runtime, make_runtime
-from ringlb.supervisor import Supervisor
+from ringlb.supervisor import Backoff, Supervisor
 
 log = logging.getLogger("ringlb")
+
+
+# Descriptors kept for replica connections, probes, logs and the listeners themselves.
+RESERVED_DESCRIPTORS = 512
+
+
+def connection_cap(configured: int) -> int:
+    """Returns `configured`, lowered to what the open-file limit allows: past it, accept()
+    would fail with EMFILE instead of clients getting a clean 503."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or configured <= soft - RESERVED_DESCRIPTORS:
+        return configured
+    allowed = max(1, soft - RESERVED_DESCRIPTORS)
+    log.warning(
+        "max_connections %d lowered to %d: the open-file limit is %d", configured, allowed, soft
+    )
+    return allowed
 
 
 class Balancer:
@@ -43,10 +64,16 @@ class Balancer:
             max_replicas=settings.max_replicas,
             start_timeout=settings.replica_start_timeout,
             drain_timeout=settings.drain_timeout,
+            outliers=OutlierRules(
+                settings.outlier_consecutive_errors,
+                settings.outlier_ejection_time,
+                settings.outlier_max_ejections,
+            ),
             rng=rng,
             weights=settings.weights,
         )
-        self.admin = AdminAPI(self.replicaset)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
         self.proxy = Proxy(
             self.replicaset,
             self.admin,
@@ -64,13 +91,32 @@ class Balancer:
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
             ),
+            capacity=Capacity(
+                max_inflight=settings.max_inflight,
+                max_connections=connection_cap(settings.max_connections),
+                queue_size=settings.queue_size,
+                queue_timeout=settings.queue_timeout,
+            ),
         )
         self.replicaset.on_forget.append(self.proxy.forget)
         self.monitor = HeartbeatMonitor(
             self.replicaset, self.prober, settings.heartbeat_interval, settings.heartbeat_misses
         )
-        self.supervisor = Supervisor(self.replicaset)
+        self.supervisor = Supervisor(
+            self.replicaset,
+            Backoff(
+                settings.respawn_backoff,
+                settings.respawn_backoff_max,
+                settings.respawn_stable_after,
+            ),
+        )
+        self.admin.mount(ObservabilityRoutes(self.replicaset, self.proxy, self.supervisor).routes)
+        if settings.access_log_sample > 0:
+            self.proxy.access_log = AccessLog(
+                settings.access_log_sample, random.Random(settings.seed)
+            )
         self.server: asyncio.Server | None = None
+        self.admin_server: asyncio.Server | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -99,20 +145,32 @@ class Balancer:
             asyncio.create_task(self.monitor.run(), name="heartbeat-monitor"),
             asyncio.create_task(self.supervisor.run(), name="supervisor"),
         ]
-        self.server = await asyncio.get_running_loop().create_server(
-            self.proxy.protocol,
+        loop = asyncio.get_running_loop()
+        split = settings.admin_port is not None
+        self.server = await loop.create_server(
+            lambda: self.proxy.protocol(PROXY_ONLY if split else BOTH),
             settings.host,
             settings.port,
             backlog=4096,
             reuse_address=True,
         )
+        if split:
+            self.admin_server = await loop.create_server(
+                lambda: self.proxy.protocol(ADMIN_ONLY),
+                settings.admin_host,
+                settings.admin_port,
+                reuse_address=True,
+            )
+            address = self.admin_server.sockets[0].getsockname()
+            log.info("admin API on its own listener: http://%s:%d", address[0], address[1])
         log.info(
-            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s)",
+            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s, admin %s)",
             settings.host,
             self.port,
             self.runtime.name,
             rs.policy.name,
             ",".join(rs.snapshot.names()),
+            "token required" if settings.admin_token else "open",
         )
 
     async def _forward_runtime_deaths(self) -> None:
@@ -121,8 +179,9 @@ class Balancer:
 
     async def stop(self) -> None:
         """Stops listening, cancels the control plane, closes pools, stops replicas."""
-        if self.server is not None:
-            self.server.close()
+        for server in (self.server, self.admin_server):
+            if server is not None:
+                server.close()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

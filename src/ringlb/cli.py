@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ringlb import __version__
 from ringlb.analysis.options import add_arguments as add_analyze_arguments
 from ringlb.config import Settings, SettingsError, load_settings
+from ringlb.logformat import configure_logging
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -65,10 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"ringlb: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     from ringlb.app import serve
     from ringlb.eventloop import install_fast_loop
 

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -79,6 +86,14 @@ class Settings(BaseSettings):
     docker_api_timeout: float = Field(
         10.0, gt=0, description="docker runtime: deadline of one Docker API call (s)."
     )
+    docker_memory: str = Field(
+        "256m", pattern=r"^[0-9]+[bkmg]?$", description="docker runtime: memory per replica."
+    )
+    docker_cpus: float = Field(1.0, gt=0, description="docker runtime: CPUs per replica.")
+    docker_pids: int = Field(128, ge=8, description="docker runtime: processes per replica.")
+    docker_read_only: bool = Field(
+        True, description="docker runtime: replicas get a read-only root filesystem."
+    )
 
     heartbeat_interval: float = Field(1.0, gt=0, description="Seconds between heartbeats.")
     heartbeat_timeout: float = Field(0.5, gt=0, description="Heartbeat answer deadline (s).")
@@ -125,8 +140,63 @@ class Settings(BaseSettings):
         description="TOML file of settings, keyed by option name (policy_options and weights "
         "as tables); flags and RINGLB_* variables override it.",
     )
+    outlier_consecutive_errors: int = Field(
+        5, ge=0, description="5xx answers in a row that eject a replica for a while (0: off)."
+    )
+    outlier_ejection_time: float = Field(
+        10.0, gt=0, description="First ejection of an outlier (s); doubles each time."
+    )
+    outlier_max_ejections: int = Field(
+        3, ge=1, description="Ejections after which an outlier is replaced instead."
+    )
+    max_inflight: int = Field(
+        16384, ge=1, description="Proxied requests being answered at once; more: 503."
+    )
+    queue_size: int = Field(
+        16384, ge=0, description="Requests waiting for a busy replica's connection; more: 503."
+    )
+    queue_timeout: float = Field(
+        30.0, gt=0, description="Longest wait (s) for a busy replica's connection; then 503."
+    )
+    max_connections: int = Field(
+        16384, ge=1, description="Client connections at once; more are answered 503 and closed."
+    )
+    respawn_backoff: float = Field(
+        1.0, gt=0, description="First wait (s) after a failed respawn; doubles per failure."
+    )
+    respawn_backoff_max: float = Field(30.0, gt=0, description="Longest wait between respawns (s).")
+    respawn_stable_after: float = Field(
+        10.0,
+        ge=0,
+        description="A replacement that dies sooner than this (s) counts as a failed respawn.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required by /add, /rm, PUT /policy (prefer the environment "
+        "variable: a flag shows in `ps`).",
+    )
+    admin_protect_reads: bool = Field(
+        False, description="Require the admin token for reads (/rep, GET /policy) too."
+    )
+    admin_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve the admin API on its own listener on this port (the main port "
+        "then proxies every path).",
+    )
+    admin_host: str = Field("127.0.0.1", description="Address of the admin listener.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
+    )
+    log_format: Literal["text", "json", "logfmt"] = Field(
+        "text", description="Log line format: text, json or logfmt (one line per event)."
+    )
+    access_log_sample: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of answered requests written to the access log (0: off).",
     )
 
     @classmethod

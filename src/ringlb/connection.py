@@ -43,8 +43,12 @@ _SPECIAL = {name: _DROP for name in http11.HOP_BY_HOP} | {
     b"expect": _EXPECT,  # answered here (100 Continue), not by the replica
 }
 
-# Deadline kinds (see Proxy.expire_deadlines).
+# Deadline kinds (see Proxy.run_deadlines).
 IDLE, HEADERS, BODY = 1, 2, 3
+
+# What a listener serves: admin endpoints and proxying (the contract's single port), or
+# only one of them (with `admin_port` set, the admin API gets a listener of its own).
+BOTH, PROXY_ONLY, ADMIN_ONLY = "both", "proxy", "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +106,11 @@ class ProxiedRequest:
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, answers them in order."""
 
-    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop, role: str = BOTH) -> None:
         self.proxy = proxy
         self.loop = loop
+        self.admin_paths = frozenset() if role == PROXY_ONLY else proxy.admin.paths
+        self.admin_only = role == ADMIN_ONLY
         self.limits = proxy.limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -115,6 +121,7 @@ class ClientConnection(asyncio.Protocol):
         self.refused = False
         self.queue: deque[ProxiedRequest | tuple[int, str]] = deque()
         self.busy = False  # an answer is being produced (by the fast path or a task)
+        self.proxying = False  # ... and it is a proxied one, counted in Proxy.inflight
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
         self.pause_reasons: set[str] = set()
@@ -135,6 +142,12 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local:
             self.local = b"%s:%d" % (str(local[0]).encode(), local[1])
+        if len(self.proxy.clients) >= self.proxy.capacity.max_connections:
+            body = contract.failure(contract.TOO_MANY_CONNECTIONS)
+            extra = [(b"Retry-After", b"1")]
+            self.write(http11.json_response(503, body, keep_alive=False, extra=extra))
+            self.close()
+            return
         self.proxy.clients.add(self)
         self._deadline(IDLE, self.limits.idle_timeout)
 
@@ -158,6 +171,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        if self.proxying:  # a cancelled answer never reaches `done`
+            self.proxying = False
+            self.proxy.inflight -= 1
         self.deadline = 0.0
         self.proxy.clients.discard(self)
         if self.current is not None and self.current.stream is not None:
@@ -245,7 +261,7 @@ class ClientConnection(asyncio.Protocol):
         target = request.target
         cut = target.find(b"?")
         request.path = (target[:cut] if cut >= 0 else target).decode("latin-1")
-        self.admin_request = request.path in self.proxy.admin.paths
+        self.admin_request = request.path in self.admin_paths
         if not self.admin_request:
             request.key = self.proxy.key_source.key(request.headers, target, self.peer)
         length = request.length
@@ -319,10 +335,22 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self.busy = True
-        if item.path in self.proxy.admin.paths:
+        if item.path in self.admin_paths:
             self.worker = self.loop.create_task(self._answer_admin(item))
             return
+        if self.admin_only:
+            body = contract.failure(contract.not_on_admin_listener(item.path))
+            self.write(http11.json_response(404, body, keep_alive=item.keep_alive))
+            self.done(item.keep_alive)
+            return
         proxy, upstream = self.proxy, self.upstream_request(item)
+        if proxy.inflight >= proxy.capacity.max_inflight:
+            proxy.overloaded += 1
+            text = contract.overloaded(f"{proxy.inflight} requests in flight")
+            self.done(proxy.answer_error(item, self, 503, text, [(b"Retry-After", b"1")]))
+            return
+        proxy.inflight += 1
+        self.proxying = True
         first = proxy.choose(item)
         if (
             first is not None
@@ -337,6 +365,9 @@ class ClientConnection(asyncio.Protocol):
         """Called when an answer is complete: starts the next one, or closes, or idles."""
         self.busy = False
         self.worker = None
+        if self.proxying:
+            self.proxying = False
+            self.proxy.inflight -= 1
         if not keep_alive or self.transport is None or self.transport.is_closing():
             self.close()
         elif self.queue:
@@ -349,14 +380,19 @@ class ClientConnection(asyncio.Protocol):
     async def _answer_admin(self, request: ProxiedRequest) -> None:
         async def answer() -> bool:
             admin = self.proxy.admin
-            result = await admin.handle(request.method, request.path, bytes(request.body))
+            authorization = next(
+                (v for n, v in request.headers if n.lower() == b"authorization"), None
+            )
+            result = await admin.handle(
+                request.method, request.path, bytes(request.body), authorization
+            )
             self.write(
-                http11.json_response(
+                http11.serialize_response(
                     result.status,
+                    [(b"Content-Type", result.content_type), *result.headers],
                     result.body,
                     keep_alive=request.keep_alive,
                     head=request.method == "HEAD",
-                    extra=result.headers,
                 )
             )
             return request.keep_alive

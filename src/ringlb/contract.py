@@ -20,7 +20,10 @@ HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def dumps(obj: Any) -> bytes:
     """Returns `obj` as compact UTF-8 JSON, the only encoding the contract allows."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    # A lone surrogate (a payload may carry "\ud800") has no UTF-8 form; its JSON escape
+    # is what backslashreplace writes, so the answer stays valid JSON instead of failing.
+    return text.encode("utf-8", "backslashreplace")
 
 
 def success(payload: Any) -> bytes:
@@ -101,6 +104,18 @@ def cannot_remove(n: int, existing: int) -> str:
 
 def method_not_allowed(method: str, path: str) -> str:
     return f"Method {method} not allowed on {path}"
+
+
+UNAUTHORIZED = "Missing or invalid admin token"
+TOO_MANY_CONNECTIONS = "Too many connections; retry later"
+
+
+def overloaded(detail: str) -> str:
+    return f"Overloaded: {detail}; retry later"
+
+
+def not_on_admin_listener(path: str) -> str:
+    return f"'{path}' is not an admin endpoint (this listener serves only the admin API)"
 
 
 def upstream_failed(detail: str) -> str:

@@ -71,7 +71,10 @@ class HeartbeatMonitor:
             await self.probe_all()
 
     async def probe_all(self) -> None:
-        watched = self._replicaset.members_in(MemberState.SERVING, MemberState.EJECTED)
+        self._replicaset.readmit_outliers()
+        watched = self._replicaset.members_in(
+            MemberState.SERVING, MemberState.EJECTED, MemberState.OUTLIER
+        )
         results = await asyncio.gather(*(self._prober.probe(r) for r, _ in watched))
         alive = set()
         for (replica, state), ok in zip(watched, results, strict=True):

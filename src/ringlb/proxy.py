@@ -16,22 +16,41 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ringlb import contract, http11
+from ringlb.access_log import AccessLog
 from ringlb.admin import AdminAPI
 from ringlb.body_stream import BodyAborted
-from ringlb.connection import ClientConnection, ClientLimits, ProxiedRequest
+from ringlb.connection import BOTH, ClientConnection, ClientLimits, ProxiedRequest
 from ringlb.keys import DEFAULT_KEY_SOURCE, KeySource, RandomKeys, make_key_source
 from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
 from ringlb.replicaset import ReplicaSet
-from ringlb.upstream import UpstreamConnection, UpstreamFailure, UpstreamPool
+from ringlb.upstream import Overloaded, UpstreamConnection, UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("ringlb.proxy")
 
 DEADLINE_TICK = 0.25  # resolution of client deadlines (s)
 
-__all__ = ["ClientLimits", "Proxy"]
+# RFC 9110 9.2.2: repeating these has the effect of sending them once. Any other request
+# that reached a replica is never sent to a second one.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+__all__ = ["Capacity", "ClientLimits", "Proxy"]
+
+RETRY_AFTER = [(b"Retry-After", b"1")]
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How much the balancer takes on at once; beyond it clients get 503 + Retry-After
+    rather than piling up in memory. The per-replica cap is `pool_size` (connections)."""
+
+    max_inflight: int = 16384  # proxied requests being answered, all replicas together
+    max_connections: int = 16384  # client connections
+    queue_size: int = 16384  # requests waiting for one replica's connection
+    queue_timeout: float = 30.0  # longest such wait (s)
 
 
 class Proxy:
@@ -50,6 +69,7 @@ class Proxy:
         random_key: Callable[[], int] | None = None,
         key_source: KeySource | None = None,
         limits: ClientLimits | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.replicaset = replicaset
         self.admin = admin
@@ -61,12 +81,22 @@ class Proxy:
         self.random_key = random_key or RandomKeys()
         self.key_source = key_source or make_key_source(DEFAULT_KEY_SOURCE)
         self.limits = limits or ClientLimits()
+        self.capacity = capacity or Capacity()
+        self.inflight = 0  # proxied requests being answered now (admission control)
+        self.overloaded = 0  # 503s for want of capacity
+        self._outlier_errors = replicaset.outliers.consecutive_errors
         self.pools: dict[Replica, UpstreamPool] = {}
         self.clients: set[ClientConnection] = set()
         self.now = 0.0  # coarse clock for client deadlines, advanced by `run_deadlines`
+        # Plain counters read by ringlb.metrics at scrape time (see Replica.count_answer).
+        self.retries = 0  # attempts after a failed one (same replica anew, or the next one)
+        self.all_failed = 0  # 502s: every attempt failed
+        self.no_replica = 0  # 503s: nothing to route to
+        self.access_log: AccessLog | None = None  # None: off, at the cost of one check
 
-    def protocol(self) -> ClientConnection:
-        return ClientConnection(self, asyncio.get_running_loop())
+    def protocol(self, role: str = BOTH) -> ClientConnection:
+        """Returns the protocol for a new client connection on a listener with `role`."""
+        return ClientConnection(self, asyncio.get_running_loop(), role)
 
     def forget(self, replica: Replica) -> None:
         """Closes the pool of a replica that left the set for good."""
@@ -94,7 +124,14 @@ class Proxy:
     def _pool(self, replica: Replica) -> UpstreamPool:
         pool = self.pools.get(replica)
         if pool is None:
-            pool = UpstreamPool(replica, self.pool_size, self.connect_timeout)
+            capacity = self.capacity
+            pool = UpstreamPool(
+                replica,
+                self.pool_size,
+                self.connect_timeout,
+                capacity.queue_size,
+                capacity.queue_timeout,
+            )
             self.pools[replica] = pool
         return pool
 
@@ -134,6 +171,7 @@ class Proxy:
             replica.inflight -= 1
             client.upstream = None
             if failure is None:
+                self._answered(replica, request, relay, conn, client)
                 pool.release(conn, keep_alive)
                 client.done(relay.keep_alive)
                 return
@@ -145,6 +183,13 @@ class Proxy:
             # Not a byte reached the client: continue as the slow path would, on a fresh
             # connection to the same replica (a stale keep-alive) or on the next replica.
             error = f"replica '{replica.name}': {failure}"
+            if request.method not in IDEMPOTENT:
+                # It was sent: the replica may have acted on it, so it is not sent again.
+                if not failure.stale:
+                    self.replicaset.eject(replica)
+                client.done(self._answer_failure(request, client, error))
+                return
+            self.retries += 1
             if failure.stale:
                 answer = self.forward(request, upstream, client, first=replica)
             else:
@@ -176,7 +221,6 @@ class Proxy:
         if request.key is None:
             request.key = self.random_key()
         tried = tried if tried is not None else []
-        head = request.method == "HEAD"
         stream = request.stream
         for _ in range(self.max_attempts - len(tried)):
             if first is not None:
@@ -192,26 +236,57 @@ class Proxy:
                 await self._exchange(replica, request, upstream, relay, client)
             except UpstreamFailure as exc:
                 error = f"replica '{replica.name}': {exc}"
-                self.replicaset.eject(replica)
+                if not exc.stale:
+                    self.replicaset.eject(replica)
                 if relay.started:
                     log.warning("answer from %s cut short: %s", replica.name, exc)
                     return False
                 if stream is not None and stream.consumed:
                     break  # part of the body is gone with that replica: it cannot be replayed
+                if exc.sent and request.method not in IDEMPOTENT:
+                    break  # the replica may have acted on it: not sent to another one
                 log.warning("request to %s failed: %s; retrying elsewhere", replica.name, exc)
+                self.retries += 1
                 continue
             except BodyAborted:
                 return False  # the client left inside its own request body
+            except Overloaded as exc:
+                self.overloaded += 1
+                text = contract.overloaded(f"replica '{replica.name}': {exc}")
+                return self.answer_error(request, client, 503, text, RETRY_AFTER)
             finally:
                 replica.inflight -= 1
             # Unread body left on the client connection: it cannot carry another request.
             return relay.keep_alive and (stream is None or stream.complete)
-        status, text = (
-            (502, contract.upstream_failed(error)) if tried else (503, contract.NO_REPLICAS)
-        )
+        return self._answer_failure(request, client, error if tried else None)
+
+    def _answer_failure(
+        self, request: ProxiedRequest, client: ClientConnection, error: str | None
+    ) -> bool:
+        """Answers 502 naming the last `error`, or 503 when no replica was there (None);
+        returns whether the client connection stays open."""
+        if error:
+            self.all_failed += 1
+            return self.answer_error(request, client, 502, contract.upstream_failed(error))
+        self.no_replica += 1
+        return self.answer_error(request, client, 503, contract.NO_REPLICAS)
+
+    def answer_error(
+        self,
+        request: ProxiedRequest,
+        client: ClientConnection,
+        status: int,
+        text: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> bool:
+        """Answers the balancer's own JSON error; returns whether the connection stays open
+        (not when part of a streamed request body is left unread)."""
+        stream = request.stream
         keep_alive = request.keep_alive and (stream is None or stream.complete)
+        head = request.method == "HEAD"
+        body = contract.failure(text)
         client.write(
-            http11.json_response(status, contract.failure(text), keep_alive=keep_alive, head=head)
+            http11.json_response(status, body, keep_alive=keep_alive, head=head, extra=headers)
         )
         return keep_alive
 
@@ -232,8 +307,15 @@ class Proxy:
                 keep_alive = await conn.exchange(upstream, relay, head, self.timeout, body)
             except UpstreamFailure as exc:
                 conn.close()
-                if fresh or not exc.stale or relay.started or (body is not None and body.consumed):
+                if (
+                    fresh
+                    or not exc.stale
+                    or relay.started
+                    or (body is not None and body.consumed)
+                    or request.method not in IDEMPOTENT
+                ):
                     raise
+                self.retries += 1
                 continue  # a reused connection the replica had closed: once more, on a new one
             except BaseException:
                 # Cancelled (the client left) or the client's body broke off: the connection
@@ -242,5 +324,28 @@ class Proxy:
                 raise
             finally:
                 client.upstream = None
+            self._answered(replica, request, relay, conn, client)
             pool.release(conn, keep_alive)
             return
+
+    def _answered(
+        self,
+        replica: Replica,
+        request: ProxiedRequest,
+        relay: ResponseRelay,
+        conn: UpstreamConnection,
+        client: ClientConnection,
+    ) -> None:
+        """Books a complete answer: counters, outlier detection, the sampled access log."""
+        seconds = conn.last_read - conn.sent_at
+        status = relay.status
+        replica.count_answer(status, seconds)
+        if status >= 500:
+            replica.errors_in_row += 1
+            if replica.errors_in_row == self._outlier_errors:
+                replica.errors_in_row = 0
+                self.replicaset.eject_outlier(replica)
+        else:
+            replica.errors_in_row = 0
+        if self.access_log is not None:
+            self.access_log.record(request, replica, status, seconds, client.peer)

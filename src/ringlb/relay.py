@@ -29,6 +29,7 @@ class ResponseRelay:
         "_pending",
         "_write",
         "started",
+        "status",
     )
 
     def __init__(
@@ -49,6 +50,7 @@ class ResponseRelay:
         self._discard = False
         self._pending = b""
         self.started = False  # once true, a failure can no longer be retried elsewhere
+        self.status = 0  # the replica's status, once started
 
     @property
     def keep_alive(self) -> bool:
@@ -58,6 +60,7 @@ class ResponseRelay:
     def start(self, status: int, header_lines: bytes, length: int | None) -> None:
         """Begins the answer; `header_lines` are serialized, without hop-by-hop fields."""
         self.started = True
+        self.status = status
         if status == 404:
             # The contract's 400 replaces the replica's 404; its body is dropped.
             self._discard = True

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+# Upper bounds (s) of the upstream latency histogram's buckets; a last bucket takes the rest.
+# Latencies come from event-loop timestamps the data plane takes anyway (uvloop's clock
+# ticks in milliseconds), so the histogram starts at 1 ms instead of paying for a finer clock.
+LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(eq=False, slots=True)
@@ -10,8 +16,11 @@ class Replica:
     """One replica. Identity is the object (names can be reused after `/rm`).
 
     `rid` is the integer id the assignment ring hashes (from a counter starting at 1, never
-    reused). `inflight` is the number of requests the proxy has open on it; it is the only
-    field that changes after creation, and only the data plane writes it.
+    reused). `inflight` is the number of requests the proxy has open on it; it and the answer
+    counters are the only fields that change after creation, and only the data plane writes
+    them. The counters are plain integers bumped per answer (a Prometheus client object per
+    request would cost more than the rest of the bookkeeping); `ringlb.metrics` reads them
+    at scrape time.
     """
 
     name: str
@@ -20,6 +29,16 @@ class Replica:
     port: int
     weight: float = 1.0
     inflight: int = field(default=0, compare=False)
+    answers: list[int] = field(default_factory=lambda: [0] * 10)  # by status // 100
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    latency_sum: float = 0.0
+    errors_in_row: int = 0  # consecutive 5xx answers: passive outlier detection
+
+    def count_answer(self, status: int, seconds: float) -> None:
+        """Counts one answer relayed from this replica, with the replica's latency."""
+        self.answers[status // 100] += 1
+        self.latency_counts[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        self.latency_sum += seconds
 
     @property
     def address(self) -> tuple[str, int]:

@@ -13,6 +13,7 @@ import enum
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,14 +29,20 @@ Probe = Callable[[Replica], Awaitable[bool]]
 
 READY_POLL = 0.05
 DRAIN_POLL = 0.01
+EVENT_HISTORY = 100  # membership events kept for the status page
 
 
 class MemberState(enum.Enum):
     STARTING = "starting"  # launched, not yet answering its heartbeat: not routed to
     SERVING = "serving"  # in the ring
     EJECTED = "ejected"  # out of the ring after a hard failure, until a probe decides
+    OUTLIER = "outlier"  # out of the ring after errors in a row, for a back-off period
     DOWN = "down"  # dead; waits for the supervisor to delete and replace it
     RETIRING = "retiring"  # being removed by /rm: out of the ring, draining
+
+
+# What /rm may remove: every replica that runs, whether or not it is in the ring now.
+REMOVABLE = (MemberState.SERVING, MemberState.EJECTED, MemberState.OUTLIER, MemberState.DOWN)
 
 
 @dataclass(eq=False)
@@ -43,6 +50,19 @@ class Member:
     replica: Replica
     state: MemberState
     died: asyncio.Event = field(default_factory=asyncio.Event)
+    outlier_until: float = 0.0  # monotonic time at which an outlier may serve again
+    outlier_ejections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierRules:
+    """Passive outlier ejection (as Envoy's outlier detection): a replica answering
+    `consecutive_errors` 5xx in a row leaves the ring for `ejection_time` x 2^(n-1) seconds
+    on its n-th ejection; after `max_ejections` it is reported dead and replaced."""
+
+    consecutive_errors: int = 5  # 0: off
+    ejection_time: float = 10.0
+    max_ejections: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,17 @@ class Snapshot:
 
     def names(self) -> list[str]:
         return [r.name for r in self.replicas]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One membership event: `kind` (joined, ejected, readmitted, down, removed, respawned,
+    adopted) happened to `replica` at wall-clock `time`."""
+
+    time: float
+    kind: str
+    replica: str
+    detail: str = ""
 
 
 class SpawnError(Exception):
@@ -73,7 +104,11 @@ class ReplicaSet:
         drain_timeout: float,
         rng: random.Random | None = None,
         weights: Mapping[str, float] | None = None,
+        outliers: OutlierRules | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.outliers = outliers or OutlierRules()
+        self._clock = clock
         self._runtime = runtime
         self._policy = policy
         self._probe = probe
@@ -92,6 +127,10 @@ class ReplicaSet:
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
         self.snapshot = Snapshot(0, (), policy.build(()))
+        # Read by ringlb.metrics and the status page.
+        self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
+        self.ejections = 0
+        self.deaths = 0
 
     # -- reading -------------------------------------------------------------------------
 
@@ -101,6 +140,14 @@ class ReplicaSet:
 
     def members_in(self, *states: MemberState) -> list[tuple[Replica, MemberState]]:
         return [(m.replica, m.state) for m in self._members.values() if m.state in states]
+
+    def members(self) -> list[tuple[Replica, MemberState]]:
+        """Returns every member with its state, in join order."""
+        return [(m.replica, m.state) for m in self._members.values()]
+
+    def record_event(self, kind: str, replica: str, detail: str = "") -> None:
+        """Appends an event to the bounded history (the oldest falls off)."""
+        self.events.append(Event(time.time(), kind, replica, detail))
 
     def names(self) -> list[str]:
         """Returns every member's name, whatever its state."""
@@ -133,6 +180,8 @@ class ReplicaSet:
         if member.state is MemberState.SERVING:
             member.state = MemberState.EJECTED
             log.warning("replica %s ejected after a failed request", replica.name)
+            self.ejections += 1
+            self.record_event("ejected", replica.name)
             self._publish()
             self.ejected.set()
 
@@ -142,6 +191,58 @@ class ReplicaSet:
         if member and member.replica is replica and member.state is MemberState.EJECTED:
             member.state = MemberState.SERVING
             log.info("replica %s answers again: back in the ring", replica.name)
+            self.record_event("readmitted", replica.name)
+            self._publish()
+
+    def eject_outlier(self, replica: Replica) -> None:
+        """Takes a replica that keeps answering 5xx out of the ring for a back-off period
+        (data plane). Never the last serving one: a struggling replica beats none."""
+        member = self._members.get(replica.name)
+        if member is None or member.replica is not replica:
+            return
+        if member.state is not MemberState.SERVING:
+            return
+        if sum(m.state is MemberState.SERVING for m in self._members.values()) <= 1:
+            log.warning("replica %s keeps failing but is the last one serving", replica.name)
+            return
+        member.outlier_ejections += 1
+        rules = self.outliers
+        if member.outlier_ejections > rules.max_ejections:
+            log.warning(
+                "replica %s stays bad after %d ejections: replacing it",
+                replica.name,
+                rules.max_ejections,
+            )
+            member.state = MemberState.EJECTED  # report_death takes it from there
+            self.report_death(replica.name, replica)
+            return
+        seconds = rules.ejection_time * 2 ** (member.outlier_ejections - 1)
+        member.state = MemberState.OUTLIER
+        member.outlier_until = self._clock() + seconds
+        log.warning(
+            "replica %s ejected for %.1f s after %d errors in a row (ejection %d)",
+            replica.name,
+            seconds,
+            rules.consecutive_errors,
+            member.outlier_ejections,
+        )
+        self.ejections += 1
+        self.record_event("ejected", replica.name, f"outlier, {seconds:g} s")
+        self._publish()
+
+    def readmit_outliers(self) -> None:
+        """Puts outliers whose back-off period is over back in the ring (health monitor)."""
+        now = self._clock()
+        back = [
+            m
+            for m in self._members.values()
+            if m.state is MemberState.OUTLIER and m.outlier_until <= now
+        ]
+        for member in back:
+            member.state = MemberState.SERVING
+            log.info("replica %s back in the ring after its ejection", member.replica.name)
+            self.record_event("readmitted", member.replica.name, "outlier")
+        if back:
             self._publish()
 
     def report_death(self, name: str, replica: Replica | None = None) -> None:
@@ -150,9 +251,11 @@ class ReplicaSet:
         if member is None or (replica is not None and member.replica is not replica):
             return
         member.died.set()
-        if member.state in (MemberState.SERVING, MemberState.EJECTED):
+        if member.state in (MemberState.SERVING, MemberState.EJECTED, MemberState.OUTLIER):
             member.state = MemberState.DOWN
             log.warning("replica %s is down", name)
+            self.deaths += 1
+            self.record_event("down", name)
             self._publish()
             self.dead.put_nowait(name)
 
@@ -187,6 +290,8 @@ class ReplicaSet:
             member.state = MemberState.SERVING
         self._publish()
         log.info("joined: %s", ", ".join(names))
+        for name in names:
+            self.record_event("joined", name)
 
     async def _start_one(self, member: Member) -> Exception | None:
         try:
@@ -215,6 +320,7 @@ class ReplicaSet:
             replica.weight = self._weights.get(item.name, 1.0)
             self._members[item.name] = Member(replica, MemberState.SERVING)
             self._next_rid = max(self._next_rid, item.rid + 1)
+            self.record_event("adopted", item.name)
         self._publish()
 
     async def retire(self, names: Sequence[str]) -> None:
@@ -227,6 +333,8 @@ class ReplicaSet:
         while any(m.replica.inflight for m in members) and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL)
         await self._forget(members)
+        for member in members:
+            self.record_event("removed", member.replica.name)
 
     async def delete(self, names: Sequence[str]) -> None:
         """Kills and forgets `names` at once, without draining (they are dead or hung)."""
@@ -273,11 +381,7 @@ class ReplicaSet:
     async def remove(self, request: MembershipRequest) -> list[str]:
         """Removes replicas per `/rm`; returns the serving names. Raises ContractError."""
         async with self.lock:
-            removable = [
-                name
-                for name, m in self._members.items()
-                if m.state in (MemberState.SERVING, MemberState.EJECTED, MemberState.DOWN)
-            ]
+            removable = [name for name, m in self._members.items() if m.state in REMOVABLE]
             if request.n > len(removable):
                 raise ContractError(contract.cannot_remove(request.n, len(removable)))
             for name in request.hostnames:

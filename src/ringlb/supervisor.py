@@ -10,18 +10,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from ringlb.replicaset import ReplicaSet, SpawnError
 
 log = logging.getLogger("ringlb.supervisor")
 
-RETRY_DELAY = 1.0
+
+class Backoff:
+    """Exponential delays between respawns that keep failing: `base`, 2 x `base`, ... up
+    to `cap`. A failure is a start that fails, or a replacement that dies within
+    `stable_after` seconds of joining (a crash loop); a replacement that lives longer
+    resets the count."""
+
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 30.0,
+        stable_after: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base, self.cap, self.stable_after = base, cap, stable_after
+        self.failures = 0
+        self._clock = clock
+        self._joined: dict[str, float] = {}
+
+    def joined(self, name: str) -> None:
+        self._joined[name] = self._clock()
+
+    def died(self, name: str) -> None:
+        joined = self._joined.pop(name, None)
+        if joined is None:
+            return  # not one of our replacements (an initial or /add replica)
+        if self._clock() - joined < self.stable_after:
+            self.failures += 1
+        else:
+            self.failures = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+
+    def delay(self) -> float:
+        """Returns how long to wait before the next start (0 when nothing failed)."""
+        if not self.failures:
+            return 0.0
+        return min(self.cap, self.base * 2 ** (self.failures - 1))
 
 
 class Supervisor:
-    def __init__(self, replicaset: ReplicaSet, retry_delay: float = RETRY_DELAY) -> None:
+    def __init__(self, replicaset: ReplicaSet, backoff: Backoff | None = None) -> None:
         self._replicaset = replicaset
-        self._retry_delay = retry_delay
+        self.backoff = backoff or Backoff()
         self.respawns = 0
 
     async def run(self) -> None:
@@ -29,9 +68,12 @@ class Supervisor:
         while True:
             name = await rs.dead.get()
             started = time.monotonic()
+            self.backoff.died(name)
             async with rs.lock:
                 await rs.delete([name])
             replaced = await self.reconcile()
+            for new in replaced:
+                rs.record_event("respawned", new, f"replaces {name}")
             if replaced:
                 log.info(
                     "replaced %s with %s in %.2f s",
@@ -44,11 +86,20 @@ class Supervisor:
         """Starts replicas until the target is met; returns their names.
 
         Takes the lock for one start at a time, so /add and /rm are never shut out for
-        long, and waits between failed starts instead of looping tightly.
+        long, and waits (exponentially longer) while starts keep failing, never looping
+        tightly on a replica that cannot live.
         """
         rs = self._replicaset
         started: list[str] = []
         while True:
+            delay = self.backoff.delay()
+            if delay and rs.missing() > 0:
+                log.warning(
+                    "respawn backing off: %d failure(s) in a row; next start in %.1f s",
+                    self.backoff.failures,
+                    delay,
+                )
+                await asyncio.sleep(delay)
             async with rs.lock:
                 if rs.missing() <= 0:
                     return started
@@ -56,11 +107,9 @@ class Supervisor:
                 try:
                     await rs.spawn([name])
                 except SpawnError as exc:
-                    error: SpawnError | None = exc
-                else:
-                    error = None
-                    started.append(name)
-                    self.respawns += 1
-            if error is not None:
-                log.error("respawn failed: %s; retrying in %.1f s", error, self._retry_delay)
-                await asyncio.sleep(self._retry_delay)
+                    log.error("respawn failed: %s", exc)
+                    self.backoff.failed()
+                    continue
+                started.append(name)
+                self.respawns += 1
+                self.backoff.joined(name)

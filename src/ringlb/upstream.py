@@ -30,13 +30,22 @@ class UpstreamFailure(Exception):
 
     `stale` is true when a reused keep-alive connection closed before any byte of the
     answer arrived: the replica probably closed an idle connection, not crashed. `slow` is
-    true for a connect that timed out, as opposed to one that was refused.
+    true for a connect that timed out, as opposed to one that was refused. `sent` is true
+    once the request was written to the replica: it may have acted on it.
     """
 
-    def __init__(self, reason: str, *, stale: bool = False, slow: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, stale: bool = False, slow: bool = False, sent: bool = False
+    ) -> None:
         super().__init__(reason)
         self.stale = stale
         self.slow = slow
+        self.sent = sent
+
+
+class Overloaded(Exception):
+    """No capacity for this request now (a full queue, or a wait that timed out). Not the
+    replica's fault: it is not ejected, and the client is told to retry later (503)."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -54,6 +63,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_bytes = False
         self.closed = False
         self.last_read = 0.0
+        self.sent_at = 0.0  # when the current request was sent: latency = last_read - sent_at
         self.timer: asyncio.TimerHandle | None = None
         self.timeout = 0.0
         self.writable = asyncio.Event()
@@ -145,7 +155,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.got_bytes = False
         self.timeout = timeout
-        self.last_read = self.loop.time()
+        self.last_read = self.sent_at = self.loop.time()
         assert self.transport is not None
         self.transport.write(request)
         self.timer = self.loop.call_later(timeout, self._on_timeout)
@@ -157,6 +167,7 @@ class UpstreamConnection(asyncio.Protocol):
             on_done(keep_alive, None)
 
     def _fail(self, exc: UpstreamFailure) -> None:
+        exc.sent = True  # only an exchange in progress can fail here: the request went out
         on_done = self.on_done
         self._end_exchange()
         if on_done is not None:
@@ -213,7 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
             if done.done():
                 return False  # answered (or failed, which `exchange` then raises)
             if self.closed:
-                raise UpstreamFailure("connection closed while sending the request body")
+                raise UpstreamFailure("connection closed while sending the request body", sent=True)
             chunk = await body.next()
             if chunk is None:
                 break
@@ -234,10 +245,19 @@ class UpstreamConnection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections to one replica, at most `size` open at once."""
 
-    def __init__(self, replica: Replica, size: int, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        size: int,
+        connect_timeout: float,
+        queue_size: int = 1024,
+        queue_timeout: float = 5.0,
+    ) -> None:
         self.replica = replica
-        self._size = size
+        self._size = size  # also the cap on concurrent requests to this replica
         self._connect_timeout = connect_timeout
+        self._queue_size = queue_size
+        self._queue_timeout = queue_timeout
         self._idle: list[UpstreamConnection] = []
         self._open = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -254,8 +274,10 @@ class UpstreamPool:
         return None
 
     async def acquire(self, fresh: bool = False) -> UpstreamConnection:
-        """Returns an idle connection, or a new one when below the cap; waits otherwise."""
+        """Returns an idle connection, or a new one when below the cap; otherwise waits in a
+        bounded queue for at most `queue_timeout`. Raises UpstreamFailure or Overloaded."""
         may_connect = True
+        deadline = asyncio.get_running_loop().time() + self._queue_timeout
         while True:
             if self._closed:
                 raise UpstreamFailure("replica left the ring")
@@ -273,10 +295,17 @@ class UpstreamPool:
                     # saturated event loop, not to a dead replica. Wait for a pooled one.
                     may_connect = False
                     continue
-            waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            if len(self._waiters) >= self._queue_size:
+                raise Overloaded(f"{self._queue_size} requests already wait for this replica")
+            waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise Overloaded(
+                    f"no free connection to this replica within {self._queue_timeout:g} s"
+                ) from None
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)

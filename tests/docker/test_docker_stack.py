@@ -99,6 +99,11 @@ def test_up_starts_three_replica_containers_on_net1(stack: Stack, docker_client)
         endpoint = attrs["NetworkSettings"]["Networks"][NETWORK]
         assert name in endpoint["Aliases"]
         assert attrs["Config"]["Labels"]["ringlb.rid"].isdigit()
+        host = attrs["HostConfig"]
+        assert host["Memory"] == 256 * 1024 * 1024 and host["NanoCpus"] == 10**9
+        assert host["PidsLimit"] == 128 and host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        assert host["Privileged"] is False and host["ReadonlyRootfs"] is True
 
 
 def test_contract_holds_through_the_published_port(stack: Stack) -> None:

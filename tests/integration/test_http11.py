@@ -406,3 +406,25 @@ def test_clients_leaving_mid_upload_do_not_leak_upstream_connections() -> None:
             client.close()
     finally:
         balancer.cleanup()
+
+
+def test_non_idempotent_request_that_reached_a_replica_is_not_sent_again() -> None:
+    """POST to a replica that crashes on reading it: 502, and no second replica crashes."""
+    command = f"{{python}} {ECHO} --id {{name}} --host {{host}} --port {{port}}"
+    balancer = BalancerProcess("--replica-command", command, "--policy", "round_robin")
+    try:
+        balancer.start()
+        before = set(balancer.replicas())
+        client = Raw(balancer.port)
+        try:
+            client.send(b"POST /die HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            status, _, body = client.response()
+        finally:
+            client.close()
+        assert status == 502
+        assert json.loads(body)["message"].startswith("<Error> All replicas failed: replica ")
+        time.sleep(1.0)  # a wrongly repeated POST would have killed another replica by now
+        survivors = before & set(balancer.replicas())
+        assert len(survivors) == 2, (before, balancer.replicas())
+    finally:
+        balancer.cleanup()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
 
-from ringlb.policies.base import EmptyPicker, Picker
+from ringlb.policies.base import EmptyPicker, Layout, Picker, sampled_layout
 from ringlb.replica import Replica
 from ringlb.ring import HashRing, RingParams
 
@@ -28,6 +28,13 @@ class RingPicker:
     def candidates(self, key: int) -> Iterator[Replica]:
         """Yields the distinct replicas clockwise from the key's slot (for bounded loads)."""
         return iter(self.ring.walk(key))
+
+    def layout(self) -> Layout:
+        """Returns every virtual server's slot and owner."""
+        slots = sorted(self.ring.slots().items())
+        return sampled_layout(
+            self.ring.params.slots, [owner for _, owner in slots], [slot for slot, _ in slots]
+        )
 
 
 class AssignmentPolicy:

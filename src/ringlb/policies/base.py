@@ -6,7 +6,10 @@ the data plane calls `pick` on every request, so it must be fast and never block
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 from ringlb.replica import Replica
@@ -26,6 +29,39 @@ class KeyedPicker(Picker, Protocol):
     def candidates(self, key: int) -> Iterator[Replica]:
         """Yields each replica once, the key's first choice first (the retry order)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the replicas sit on a ring or table, for metrics and the status page.
+
+    `size` is the number of positions (ring slots or table entries), `owned` the positions
+    (virtual nodes or entries) each replica holds, `share` the fraction of the key space
+    each one serves (the arcs ending at its positions), and `points` at most LAYOUT_POINTS
+    (position, owner) pairs in position order (a sample when there are more). Pickers that
+    have a ring or table expose it with a `layout()` method; others have none.
+    """
+
+    size: int
+    owned: dict[Replica, int]
+    share: dict[Replica, float]
+    points: list[tuple[int, Replica]]
+
+
+LAYOUT_POINTS = 720
+
+
+def sampled_layout(size: int, owners: Sequence[Replica], positions: Sequence[int]) -> Layout:
+    """Returns the Layout of `owners[i]` at `positions[i]` (sorted), sampled evenly."""
+    arcs: Counter[Replica] = Counter()
+    previous = positions[-1] - size  # the first arc wraps around from the last position
+    for position, owner in zip(positions, owners, strict=True):
+        arcs[owner] += position - previous
+        previous = position
+    step = max(1, -(-len(owners) // LAYOUT_POINTS))
+    points = list(islice(zip(positions, owners, strict=True), 0, None, step))
+    share = {owner: arc / size for owner, arc in arcs.items()}
+    return Layout(size, dict(Counter(owners)), share, points)
 
 
 class Policy(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Container, Iterator, Sequence
 
-from ringlb.policies.base import EmptyPicker, KeyedPicker, Picker, Policy
+from ringlb.policies.base import EmptyPicker, KeyedPicker, Layout, Picker, Policy
 from ringlb.replica import Replica
 
 
@@ -50,6 +50,11 @@ class BoundedPicker:
 
     def candidates(self, key: int) -> Iterator[Replica]:
         return self._inner.candidates(key)
+
+    def layout(self) -> Layout | None:
+        """Returns the wrapped hash policy's layout (bounds move keys, not positions)."""
+        layout = getattr(self._inner, "layout", None)
+        return layout() if layout is not None else None
 
 
 class BoundedPolicy:

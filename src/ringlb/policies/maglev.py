@@ -16,7 +16,14 @@ from itertools import cycle, islice
 from typing import TypeVar
 
 from ringlb.hashing import make_hasher
-from ringlb.policies.base import EmptyPicker, Picker, equal_weights, first_allowed
+from ringlb.policies.base import (
+    EmptyPicker,
+    Layout,
+    Picker,
+    equal_weights,
+    first_allowed,
+    sampled_layout,
+)
 from ringlb.policies.options import PolicyError, integer, is_prime
 from ringlb.replica import Replica
 
@@ -56,6 +63,10 @@ class MaglevPicker:
         for replica in self._replicas:
             if replica not in seen:
                 yield replica
+
+    def layout(self) -> Layout:
+        """Returns the entries each replica owns and a sample of the table."""
+        return sampled_layout(self._size, self.table, range(self._size))
 
 
 class MaglevPolicy:

@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections.abc import Container, Iterator, Sequence
 
 from ringlb.hashing import SPACE64, make_hasher
-from ringlb.policies.base import EmptyPicker, Picker, first_allowed
+from ringlb.policies.base import EmptyPicker, Layout, Picker, first_allowed, sampled_layout
 from ringlb.policies.options import PolicyError, integer
 from ringlb.replica import Replica
 from ringlb.ring import distinct_round, probe_free_slot
@@ -68,6 +68,10 @@ class RingHashPicker:
     def candidates(self, key: int) -> Iterator[Replica]:
         """Yields the distinct replicas clockwise from the key's slot."""
         return distinct_round(self._owners, self._first_node(key))
+
+    def layout(self) -> Layout:
+        """Returns the virtual nodes' slots and owners (a sample when there are many)."""
+        return sampled_layout(self._slots, self._owners, self._positions)
 
 
 class RingHashPolicy:

@@ -17,13 +17,19 @@ def make_runtime(settings: Settings) -> Runtime:
 
         return ProcessRuntime(command=settings.replica_command)
     if settings.runtime == "docker":
-        from ringlb.runtimes.docker import DockerRuntime
+        from ringlb.runtimes.docker import Containment, DockerRuntime
 
         return DockerRuntime(
             image=settings.docker_image,
             network=settings.docker_network,
             owner=settings.docker_owner,
             api_timeout=settings.docker_api_timeout,
+            containment=Containment(
+                memory=settings.docker_memory,
+                cpus=settings.docker_cpus,
+                pids=settings.docker_pids,
+                read_only=settings.docker_read_only,
+            ),
         )
     raise ValueError(f"runtime: unknown runtime {settings.runtime!r}")
 

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -42,6 +43,31 @@ RECONNECT_DELAY = 1.0
 Report = Callable[[str, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Containment:
+    """What a replica container may use and do. The balancer holds the Docker socket, so
+    what it starts must be boxed in: bounded memory, CPU and processes, no capabilities,
+    no privilege gain, and (when the replica allows it) a read-only root filesystem."""
+
+    memory: str = "256m"
+    cpus: float = 1.0
+    pids: int = 128
+    read_only: bool = True
+
+    def host_config(self, api: docker.APIClient, network: str) -> dict[str, Any]:
+        return api.create_host_config(
+            network_mode=network,
+            mem_limit=self.memory,
+            nano_cpus=int(self.cpus * 1e9),
+            pids_limit=self.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            read_only=self.read_only,
+            tmpfs={"/tmp": "size=16m"} if self.read_only else None,
+        )
+
+
 class DockerRuntime(Runtime):
     name = "docker"
 
@@ -52,8 +78,10 @@ class DockerRuntime(Runtime):
         owner: str,
         api_timeout: float = 10.0,
         base_url: str | None = None,
+        containment: Containment | None = None,
     ) -> None:
-        self._image = image
+        self._image = image  # the only image this runtime ever starts
+        self._containment = containment or Containment()
         self._network = network
         self._owner = owner
         self._api_timeout = api_timeout
@@ -130,9 +158,10 @@ class DockerRuntime(Runtime):
             command=["ringlb", "replica", "--id", name, "--port", str(REPLICA_PORT)],
             name=name,
             hostname=name,
-            environment={"SERVER_ID": name},
+            # No bytecode cache: the root filesystem may be read-only.
+            environment={"SERVER_ID": name, "PYTHONDONTWRITEBYTECODE": "1"},
             labels={OWNER_LABEL: self._owner, ROLE_LABEL: REPLICA_ROLE, RID_LABEL: str(rid)},
-            host_config=api.create_host_config(network_mode=self._network),
+            host_config=self._containment.host_config(api, self._network),
             networking_config=api.create_networking_config(
                 {self._network: api.create_endpoint_config(aliases=[name])}
             ),

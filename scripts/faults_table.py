@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Renders the figures of the fault-injection suite into docs/reliability.md.
+
+Usage: scripts/faults_table.py FIGURES.jsonl [DOC.md]
+
+FIGURES.jsonl holds one JSON object per fault test (tests/faults/faultlib.py `Figures`,
+written when RINGLB_FAULTS_REPORT names the file). The table replaces whatever is between
+the two marker lines of DOC.md (default docs/reliability.md); the rest is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+START = "<!-- faults-table:start (scripts/faults_table.py writes this part) -->"
+END = "<!-- faults-table:end -->"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def render(rows: list[dict]) -> str:
+    """Returns the markdown table of `rows`, one line per fault, in the order they ran."""
+    lines = [
+        f"Measured by `make faults` on {time.strftime('%Y-%m-%d')} "
+        f"({platform.system()}, {os.cpu_count()} cores, Python {platform.python_version()}).",
+        "",
+        "| fault | runtime | requests | client errors | detection | recovery | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        note = row.get("note", "").replace("|", "\\|")
+        lines.append(
+            f"| {row['fault']} | {row['runtime']} | {row['requests']} | "
+            f"{row['client_errors']} | {seconds(row.get('detection_s'))} | "
+            f"{seconds(row.get('recovery_s'))} | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) not in (2, 3):
+        print(__doc__, file=sys.stderr)
+        return 2
+    figures = Path(argv[1])
+    doc = Path(argv[2] if len(argv) == 3 else "docs/reliability.md")
+    if not figures.exists():
+        print(f"{figures}: no figures (did any fault test run?)", file=sys.stderr)
+        return 1
+    rows = [json.loads(line) for line in figures.read_text().splitlines() if line.strip()]
+    text = doc.read_text()
+    if START not in text or END not in text:
+        print(f"{doc}: markers not found ({START} ... {END})", file=sys.stderr)
+        return 1
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
+    print(f"{doc}: {len(rows)} fault(s) written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,167 @@
+"""`/metrics`: the balancer's counters in the Prometheus text format (prometheus-client).
+
+The data plane only bumps plain integers on objects it already holds (Replica counters,
+Proxy.retries...). This collector turns them into metric families when Prometheus
+scrapes, so the cost of metrics is paid per scrape, not per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ringlb.policies.base import Layout
+from ringlb.replica import LATENCY_BOUNDS
+from ringlb.replicaset import ReplicaSet
+
+if TYPE_CHECKING:
+    from ringlb.proxy import Proxy
+    from ringlb.supervisor import Supervisor
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+
+
+class LayoutCache:
+    """Returns the layout of the current snapshot's picker, computed once per picker (a
+    Maglev table has 65,537 entries to count)."""
+
+    def __init__(self, replicaset: ReplicaSet) -> None:
+        self._replicaset = replicaset
+        self._picker: object = None
+        self._layout: Layout | None = None
+
+    def current(self) -> Layout | None:
+        picker = self._replicaset.snapshot.picker
+        if picker is not self._picker:
+            describe = getattr(picker, "layout", None)
+            self._layout = describe() if describe is not None else None
+            self._picker = picker
+        return self._layout
+
+
+class BalancerCollector(Collector):
+    """Reads the balancer's plain counters at scrape time."""
+
+    def __init__(
+        self, replicaset: ReplicaSet, proxy: Proxy, supervisor: Supervisor, layouts: LayoutCache
+    ) -> None:
+        self._replicaset = replicaset
+        self._proxy = proxy
+        self._supervisor = supervisor
+        self._layouts = layouts
+
+    def collect(self) -> Iterator[Metric]:
+        rs, proxy = self._replicaset, self._proxy
+        members = rs.members()
+        requests = CounterMetricFamily(
+            "ringlb_requests",
+            "Answers relayed from replicas, by replica and status class.",
+            labels=["replica", "code"],
+        )
+        latency = HistogramMetricFamily(
+            "ringlb_upstream_latency_seconds",
+            "Time from sending a request to a replica to the last byte of its answer.",
+            labels=["replica"],
+        )
+        inflight = GaugeMetricFamily(
+            "ringlb_inflight_requests", "Requests open on each replica.", labels=["replica"]
+        )
+        state = GaugeMetricFamily(
+            "ringlb_replica_state",
+            "1 for the state each replica is in (starting, serving, ejected, down, retiring).",
+            labels=["replica", "state"],
+        )
+        for replica, member_state in members:
+            name = replica.name
+            for code, count in enumerate(replica.answers):
+                if count:
+                    requests.add_metric([name, f"{code}xx"], count)
+            cumulative, buckets = 0, []
+            for bound, count in zip(LATENCY_BOUNDS, replica.latency_counts, strict=False):
+                cumulative += count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(("+Inf", cumulative + replica.latency_counts[-1]))
+            latency.add_metric([name], buckets, replica.latency_sum)
+            inflight.add_metric([name], replica.inflight)
+            state.add_metric([name, member_state.value], 1)
+        yield requests
+        yield latency
+        yield inflight
+        yield state
+
+        unanswered = CounterMetricFamily(
+            "ringlb_unrouted_requests",
+            "Requests the balancer answered itself: 502 (every attempt failed) or 503 (no "
+            "replica in the ring).",
+            labels=["code"],
+        )
+        unanswered.add_metric(["502"], proxy.all_failed)
+        unanswered.add_metric(["503"], proxy.no_replica)
+        yield unanswered
+        yield CounterMetricFamily(
+            "ringlb_retries", "Attempts after a failed one.", value=proxy.retries
+        )
+        yield CounterMetricFamily(
+            "ringlb_ejections",
+            "Replicas taken out of the ring after a failed request.",
+            value=rs.ejections,
+        )
+        yield CounterMetricFamily("ringlb_replica_deaths", "Replicas found dead.", value=rs.deaths)
+        yield CounterMetricFamily(
+            "ringlb_respawns",
+            "Replicas started to replace dead ones.",
+            value=self._supervisor.respawns,
+        )
+        yield GaugeMetricFamily(
+            "ringlb_replicas_target", "The replica count the supervisor keeps.", value=rs.target
+        )
+        yield GaugeMetricFamily(
+            "ringlb_replicas_serving",
+            "Replicas in the ring (the actual count).",
+            value=len(rs.snapshot.replicas),
+        )
+
+        layout = self._layouts.current()
+        if layout is not None:
+            yield GaugeMetricFamily(
+                "ringlb_ring_size",
+                "Positions on the policy's ring or table.",
+                value=layout.size,
+            )
+            owned = GaugeMetricFamily(
+                "ringlb_ring_slots",
+                "Ring virtual nodes or table entries owned by each replica.",
+                labels=["replica"],
+            )
+            share = GaugeMetricFamily(
+                "ringlb_ring_share",
+                "Fraction of the key space each replica serves on the ring or table.",
+                labels=["replica"],
+            )
+            for replica, count in layout.owned.items():
+                owned.add_metric([replica.name], count)
+                share.add_metric([replica.name], layout.share.get(replica, 0.0))
+            yield owned
+            yield share
+
+
+class MetricsExporter:
+    """Renders `/metrics`: the balancer's collector plus the process's CPU and memory."""
+
+    def __init__(self, collector: BalancerCollector) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(collector)
+        ProcessCollector(registry=self._registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self._registry)

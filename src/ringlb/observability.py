@@ -1,0 +1,97 @@
+"""The operators' endpoints: `/metrics` (Prometheus), `/status` (JSON for the status page)
+and `/dashboard` (the status page itself, one self-contained HTML file).
+
+They are admin routes, so the data plane never proxies them; like `/rep` they only read.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from ringlb import contract
+from ringlb.admin import AdminResponse, Handler
+from ringlb.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
+from ringlb.policies import describe_policy
+from ringlb.replicaset import ReplicaSet
+
+if TYPE_CHECKING:
+    from ringlb.proxy import Proxy
+    from ringlb.supervisor import Supervisor
+
+HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
+NO_STORE = [(b"Cache-Control", b"no-store")]
+
+
+class ObservabilityRoutes:
+    """Handlers of `/metrics`, `/status` and `/dashboard`; `routes` is for AdminAPI.mount."""
+
+    def __init__(self, replicaset: ReplicaSet, proxy: Proxy, supervisor: Supervisor) -> None:
+        self._replicaset = replicaset
+        self._proxy = proxy
+        self._supervisor = supervisor
+        self._layouts = LayoutCache(replicaset)
+        self._metrics = MetricsExporter(
+            BalancerCollector(replicaset, proxy, supervisor, self._layouts)
+        )
+        self._page = resources.files("ringlb").joinpath("dashboard.html").read_bytes()
+        self.routes: dict[str, dict[str, Handler]] = {
+            "/metrics": {"GET": self.metrics, "HEAD": self.metrics},
+            "/status": {"GET": self.status, "HEAD": self.status},
+            "/dashboard": {"GET": self.dashboard, "HEAD": self.dashboard},
+        }
+
+    async def metrics(self, body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._metrics.render(), NO_STORE, CONTENT_TYPE.encode())
+
+    async def dashboard(self, body: bytes) -> AdminResponse:
+        return AdminResponse(200, self._page, NO_STORE, HTML_CONTENT_TYPE)
+
+    async def status(self, body: bytes) -> AdminResponse:
+        return AdminResponse(200, contract.success(self.snapshot()), NO_STORE)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Returns what the status page shows: replicas with state, in-flight, answer
+        counters and ring share; the ring (or a sample of the table); recent events."""
+        rs, proxy = self._replicaset, self._proxy
+        layout = self._layouts.current()
+        replicas = []
+        for replica, state in rs.members():
+            answers = replica.answers
+            replicas.append(
+                {
+                    "name": replica.name,
+                    "state": state.value,
+                    "inflight": replica.inflight,
+                    "answered": sum(answers),
+                    "errors": answers[5],
+                    "slots": layout.owned.get(replica, 0) if layout is not None else None,
+                    "share": layout.share.get(replica, 0.0) if layout is not None else None,
+                }
+            )
+        ring = None
+        if layout is not None:
+            ring = {
+                "size": layout.size,
+                "points": [[position, owner.name] for position, owner in layout.points],
+            }
+        return {
+            "time": time.time(),
+            "policy": describe_policy(rs.policy),
+            "target": rs.target,
+            "serving": len(rs.snapshot.replicas),
+            "replicas": replicas,
+            "ring": ring,
+            "events": [
+                {"time": e.time, "kind": e.kind, "replica": e.replica, "detail": e.detail}
+                for e in reversed(rs.events)
+            ],
+            "counters": {
+                "retries": proxy.retries,
+                "ejections": rs.ejections,
+                "deaths": rs.deaths,
+                "respawns": self._supervisor.respawns,
+                "unrouted": proxy.all_failed + proxy.no_replica,
+            },
+        }
