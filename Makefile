@@ -87,8 +87,7 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix src tests
 
 ## faults: the fault-injection suite (tests/faults, ~3 minutes), its figures rendered into
-## the table of docs/reliability.md. RINGLB_FAULTS_RESTART_DOCKERD=1 adds the Docker daemon
-## restart (it stops every container of the engine: never on a shared engine).
+## the table of docs/reliability.md (the Docker rows need a reachable engine and root)
 FAULTS_REPORT := $(CURDIR)/.cache/faults.jsonl
 faults: $(VENV)/.installed-dev
 	@mkdir -p .cache && rm -f $(FAULTS_REPORT)

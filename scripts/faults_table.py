@@ -36,11 +36,13 @@ def render(rows: list[dict]) -> str:
     ]
     for row in rows:
         note = row.get("note", "").replace("|", "\\|")
-        lines.append(
-            f"| {row['fault']} | {row['runtime']} | {row['requests']} | "
-            f"{row['client_errors']} | {seconds(row.get('detection_s'))} | "
-            f"{seconds(row.get('recovery_s'))} | {note} |"
-        )
+        figures = [
+            str(row["requests"]),
+            str(row["client_errors"]),
+            seconds(row.get("detection_s")),
+            seconds(row.get("recovery_s")),
+        ]
+        lines.append(f"| {row['fault']} | {row['runtime']} | {' | '.join(figures)} | {note} |")
     return "\n".join(lines)
 
 

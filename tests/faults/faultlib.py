@@ -10,7 +10,7 @@ import shlex
 import statistics
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbtest import BalancerProcess, request, wait_until
@@ -45,7 +45,6 @@ class Figures:
     detection_s: float | None = None
     recovery_s: float | None = None
     note: str = ""
-    extra: dict[str, object] = field(default_factory=dict)
 
     def record(self) -> None:
         """Prints the figures and appends them to $RINGLB_FAULTS_REPORT when set."""

@@ -2,27 +2,28 @@
 
 - the balancer killed with SIGKILL and started again: the process runtime leaves no orphan
   replica; the docker runtime adopts its containers (same ids, same names);
-- the Docker daemon restarted under a running balancer: it reconnects to the event stream
-  and repairs what died. Restarting the daemon kills every container on the machine
-  (unless it runs with live-restore) and disturbs anyone else using the engine, so this one
-  runs only when asked: RINGLB_FAULTS_RESTART_DOCKERD=1.
+- the Docker daemon restarted under a running balancer, with and without live-restore: it
+  reconnects to the event stream and repairs what died. The daemon restarted is a private
+  one the test starts (private_engine.py), never the shared engine.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faultlib import Figures, LoadLoop, since
+from private_engine import PrivateEngine
 
 from lbtest import BalancerProcess, replica_processes, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-RESTART_DOCKERD_ENV = "RINGLB_FAULTS_RESTART_DOCKERD"
+IMAGE = "ringlb:latest"
 
 
 def _serves(balancer: BalancerProcess) -> bool:
@@ -108,7 +109,10 @@ def test_balancer_sigkill_docker_runtime_adopts_its_replicas(
         with LoadLoop(second.port, workers=2) as load:
             load.wait_for(100)
         figures.requests, figures.client_errors = load.sent, len(load.failures)
-        figures.note = "containers kept running; the restarted balancer adopted them (same ids)."
+        figures.note = (
+            "containers kept running; the restarted balancer adopted them (same ids). The load "
+            "runs after the restart: while no balancer listens, nothing answers."
+        )
         figures.record()
         assert second.replicas() == names
         assert _container_ids(docker_client, docker_owner) == ids
@@ -120,15 +124,6 @@ def test_balancer_sigkill_docker_runtime_adopts_its_replicas(
                 balancer.cleanup()
 
 
-def _dockerd_pid() -> int | None:
-    done = subprocess.run(["ps", "-C", "dockerd", "-o", "pid=,stat="], capture_output=True)
-    for line in done.stdout.decode().splitlines():
-        pid, stat = line.split()
-        if not stat.startswith("Z"):
-            return int(pid)
-    return None
-
-
 def _pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -137,46 +132,18 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.mark.docker
-@pytest.mark.skipif(
-    os.environ.get(RESTART_DOCKERD_ENV) != "1",
-    reason=f"restarts the shared Docker daemon: opt in with {RESTART_DOCKERD_ENV}=1",
-)
-def test_docker_daemon_restart_under_the_balancer(docker_client, docker_owner: str) -> None:
-    """dockerd is stopped (SIGTERM) and started again as scripts/docker-engine.sh starts it.
-    Without live-restore the replicas die with the daemon; the balancer must notice once the
-    event stream is back, replace them, and keep watching events afterwards."""
-    pid = _dockerd_pid()
-    if pid is None:
-        pytest.skip("no dockerd process on this machine (a remote engine cannot be restarted)")
-    balancer = BalancerProcess(*_docker_args(docker_owner, "--respawn-backoff-max", "5"))
-    balancer.start(timeout=90)
-    figures = Figures("Docker daemon restarted", runtime="docker")
+@pytest.fixture
+def private_engine(docker_client, request) -> Iterator[PrivateEngine]:
+    """A dockerd of this test's own (see private_engine.py), holding the replica image."""
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        pytest.skip("a private Docker daemon needs root and dockerd on this machine")
+    engine = PrivateEngine(live_restore=request.param)
     try:
-        with LoadLoop(balancer.port, workers=2, max_seconds=240) as load:
-            load.wait_for(50)
-            os.kill(pid, signal.SIGTERM)
-            t0 = time.monotonic()
-            wait_until(lambda: not _pid_alive(pid), 60, interval=0.2)
-            subprocess.run([str(REPO / "scripts" / "docker-engine.sh")], check=True, timeout=120)
-            wait_until(lambda: "Docker event stream reconnected" in balancer.log(), 60)
-            figures.detection_s = since(t0)
-            wait_until(lambda: len(_serving(balancer)) == 2 and _serves(balancer), 120)
-            figures.recovery_s = since(t0)
-            load.wait_for(50)
-        figures.requests, figures.client_errors = load.sent, len(load.failures)
-        figures.note = (
-            "the replicas die with the daemon (no live-restore), so clients see errors until "
-            "replacements start; detection = event stream reconnected."
-        )
-        figures.record()
-        # The stream works after the restart: a kill is seen and repaired.
-        victim = balancer.replicas()[0]
-        docker_client.containers.get(victim).kill()
-        wait_until(lambda: victim not in balancer.replicas(), 30)
-        wait_until(lambda: len(balancer.replicas()) == 2, 60)
+        engine.start()
+        engine.copy_image(IMAGE)
+        yield engine
     finally:
-        balancer.cleanup()
+        engine.destroy()
 
 
 def _serving(balancer: BalancerProcess) -> list[str]:
@@ -184,3 +151,51 @@ def _serving(balancer: BalancerProcess) -> list[str]:
         return balancer.replicas()
     except OSError:
         return []
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    "private_engine", [True, False], ids=["live-restore", "no-live-restore"], indirect=True
+)
+def test_docker_daemon_restart_under_the_balancer(private_engine: PrivateEngine) -> None:
+    """The daemon is stopped (SIGTERM) and started again. With live-restore the replicas
+    outlive it and no client may see an error; without, they die with it and the balancer
+    must notice once the event stream is back and replace them. Either way the event stream
+    must work afterwards: a container killed later is replaced."""
+    engine, live = private_engine, private_engine.live_restore
+    args = _docker_args("faults-engine", "--respawn-backoff-max", "4")
+    balancer = BalancerProcess(*args, env={"DOCKER_HOST": engine.url}).start(timeout=90)
+    mode = "live-restore" if live else "no live-restore"
+    figures = Figures(f"Docker daemon restarted ({mode})", runtime="docker")
+    try:
+        names = balancer.replicas()
+        with LoadLoop(balancer.port, workers=2, max_seconds=180) as load:
+            load.wait_for(50)
+            t0 = time.monotonic()
+            engine.stop()
+            # The reader logs "ended" or "failed" when the daemon goes, whichever comes first.
+            wait_until(lambda: "Docker event stream " in balancer.log(), 60, interval=0.02)
+            figures.detection_s = since(t0)
+            engine.start()
+            wait_until(lambda: len(_serving(balancer)) == 2 and _serves(balancer), 120)
+            figures.recovery_s = since(t0)
+            load.wait_for(50)
+        figures.requests, figures.client_errors = load.sent, len(load.failures)
+        figures.note = (
+            "the replicas keep running through the restart; detection = the balancer sees the "
+            "event stream drop; recovery = daemon back, both replicas serving."
+            if live
+            else "the replicas die with the daemon: errors until replacements start; "
+            "detection = event stream drop; recovery = both replaced and serving."
+        )
+        figures.record()
+        if live:
+            assert load.failures == [], load.failures[:5]
+            assert balancer.replicas() == names
+        # The stream works after the restart: a kill is seen and repaired.
+        victim = balancer.replicas()[0]
+        subprocess.run(["docker", "-H", engine.url, "kill", victim], check=True, timeout=30)
+        wait_until(lambda: victim not in _serving(balancer), 30)
+        wait_until(lambda: len(_serving(balancer)) == 2, 60)
+    finally:
+        balancer.cleanup()

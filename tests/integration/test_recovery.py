@@ -103,7 +103,7 @@ def test_target_follows_add_and_rm(balancer: BalancerProcess) -> None:
 # Generated (respawned) replicas live one second, then are killed: a crash loop. (Not
 # `timeout`: it would fork, and a replica whose parent is not the balancer exits at once.)
 CRASH_LOOP = (
-    "sh -c 'case \"$0\" in server_*) (sleep 1; kill $$) & ;; esac; "
+    'sh -c \'case "$0" in server_*) (sleep 1; kill $$) & ;; esac; '
     'exec "$1" -m ringlb replica --id "$0" --host "$2" --port "$3"\' '
     "{name} {python} {host} {port}"
 )

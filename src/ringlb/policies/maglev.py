@@ -28,6 +28,8 @@ from ringlb.policies.options import PolicyError, integer, is_prime
 from ringlb.replica import Replica
 
 DEFAULT_TABLE_SIZE = 65537
+# A table is filled on the event loop: about 1 s per million entries here.
+MAX_TABLE_SIZE = 1 << 20
 
 Owner = TypeVar("Owner")
 
@@ -83,7 +85,7 @@ class MaglevPolicy:
         phi_coefficients: list[int] | None = None,
     ) -> None:
         self.hasher = make_hasher(hash, h_coefficients, phi_coefficients, where=self.name)
-        self.table_size = integer(self.name, "table_size", table_size, 2)
+        self.table_size = integer(self.name, "table_size", table_size, 2, MAX_TABLE_SIZE)
         if not is_prime(self.table_size):
             raise PolicyError(f"maglev: table_size ({table_size}) must be a prime number")
         self.options = {**self.hasher.options(), "table_size": self.table_size}

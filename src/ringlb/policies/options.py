@@ -15,12 +15,19 @@ class PolicyError(ValueError):
     """A bad policy name or option; the message names the policy and the option."""
 
 
-def integer(policy: str, option: str, value: object, minimum: int) -> int:
-    """Returns `value` if it is an int >= minimum, else raises PolicyError."""
+def integer(
+    policy: str, option: str, value: object, minimum: int, maximum: int | None = None
+) -> int:
+    """Returns `value` if it is an int in [minimum, maximum], else raises PolicyError.
+
+    Sizes need a maximum: tables are built on the event loop, so an enormous one would
+    stall the data plane (found by fuzzing PUT /policy)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyError(f"{policy}: {option} ({value!r}) must be an integer")
     if value < minimum:
         raise PolicyError(f"{policy}: {option} ({value}) must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise PolicyError(f"{policy}: {option} ({value}) must be <= {maximum}")
     return value
 
 

@@ -21,6 +21,8 @@ from ringlb.ring import distinct_round, probe_free_slot
 
 UNIFORM_DEFAULT_SLOTS = 1 << 32  # ketama's continuum
 POLYNOMIAL_DEFAULT_SLOTS = 512  # the specification's ring
+# Virtual nodes per replica: at 50 replicas this bounds a rebuild to 500,000 points.
+MAX_VNODES = 10_000
 
 
 class RingHashPicker:
@@ -89,7 +91,7 @@ class RingHashPolicy:
         phi_coefficients: list[int] | None = None,
     ) -> None:
         self.hasher = make_hasher(hash, h_coefficients, phi_coefficients, where=self.name)
-        self.vnodes = integer(self.name, "vnodes", vnodes, 1)
+        self.vnodes = integer(self.name, "vnodes", vnodes, 1, MAX_VNODES)
         if slots is None:
             slots = UNIFORM_DEFAULT_SLOTS if self.hasher.uniform else POLYNOMIAL_DEFAULT_SLOTS
         self.slots = integer(self.name, "slots", slots, 1)

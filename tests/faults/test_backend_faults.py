@@ -1,4 +1,4 @@
-"""Replica faults under a bounded client load, process runtime (real replica processes).
+"""Backend (replica) faults under a bounded client load, process runtime (real processes).
 
 Each test injects one fault, measures how long the balancer takes to notice it (the replica
 leaves /rep) and to repair it (/rep back at its target), prints those figures and records

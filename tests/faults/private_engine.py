@@ -1,0 +1,104 @@
+"""A Docker daemon of the test's own, so that restarting it disturbs nobody else's containers.
+
+It is a second `dockerd` with its own data root, exec root (and so its own containerd), API
+socket and address pool, without iptables rules or a default bridge; the replica image is
+copied into it from the shared engine. Started and stopped by pid, like any child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ADDRESS_POOL = "base=10.213.0.0/16,size=24"  # away from the shared engine's 172.x networks
+
+
+class PrivateEngine:
+    def __init__(self, live_restore: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="rlb-engine-"))
+        self.url = f"unix://{self.root / 'docker.sock'}"
+        self.live_restore = live_restore
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.root / "dockerd.log"
+
+    def command(self) -> list[str]:
+        root = self.root
+        return [
+            "dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+            "--pidfile", str(root / "docker.pid"), "-H", self.url, "--bridge", "none",
+            "--iptables=false", "--ip-masq=false", "--storage-driver", "overlay2",
+            "--default-address-pool", ADDRESS_POOL,
+            *(["--live-restore"] if self.live_restore else []),
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Starts the daemon and returns once its API answers."""
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"private dockerd did not start:\n{self.log.read_text()[-2000:]}"
+                )
+            time.sleep(0.2)
+
+    def answers(self) -> bool:
+        done = subprocess.run(
+            ["docker", "-H", self.url, "info"], capture_output=True, timeout=10, check=False
+        )
+        return done.returncode == 0
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stops the daemon (SIGTERM, then SIGKILL) and waits for it to exit."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def copy_image(self, image: str) -> None:
+        """Copies `image` from the shared engine (DOCKER_HOST or the default socket)."""
+        subprocess.run(
+            f"docker save {image} | docker -H {self.url} load -q",
+            shell=True,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    def destroy(self) -> None:
+        """Removes every container of this engine, stops it and deletes its files."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                ids = subprocess.run(
+                    ["docker", "-H", self.url, "ps", "-aq"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout.split()
+                if ids:
+                    subprocess.run(
+                        ["docker", "-H", self.url, "rm", "-f", *ids],
+                        capture_output=True,
+                        timeout=60,
+                    )
+        self.stop()
+        # dockerd may leave its data root bind-mounted on itself: unmount before deleting.
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        for point in reversed([m.split()[1] for m in mounts if str(self.root) in m.split()[1]]):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
