@@ -17,7 +17,7 @@ from ringlb import contract
 from ringlb.lifeline import die_with_parent
 
 
-def make_app(server_id: str, failing: bool = False) -> web.Application:
+def make_app(server_id: str) -> web.Application:
     async def echo(request: web.Request) -> web.Response:
         digest, length = hashlib.sha256(), 0
         async for piece in request.content.iter_chunked(1 << 16):
@@ -73,14 +73,7 @@ def make_app(server_id: str, failing: bool = False) -> web.Application:
         await asyncio.sleep(float(request.match_info["seconds"]))
         return web.Response(text="slept")
 
-    @web.middleware
-    async def fail_everything(request: web.Request, handler):
-        """`--failing`: a replica that is alive (heartbeats) but answers 500 to the rest."""
-        if request.path == "/heartbeat":
-            return await handler(request)
-        return web.Response(status=500, text="broken")
-
-    app = web.Application(client_max_size=1 << 30, middlewares=[fail_everything] if failing else [])
+    app = web.Application(client_max_size=1 << 30)
     app.router.add_get("/sleep/{seconds}", sleep)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/status/{code}", status)
@@ -98,8 +91,5 @@ if __name__ == "__main__":
     parser.add_argument("--id", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--failing", action="store_true")
     args = parser.parse_args()
-    web.run_app(
-        make_app(args.id, args.failing), host=args.host, port=args.port, print=None, access_log=None
-    )
+    web.run_app(make_app(args.id), host=args.host, port=args.port, print=None, access_log=None)

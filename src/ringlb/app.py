@@ -91,6 +91,7 @@ class Balancer:
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
             ),
+            retry_5xx=settings.retry_on_5xx,
             capacity=Capacity(
                 max_inflight=settings.max_inflight,
                 max_connections=connection_cap(settings.max_connections),

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
         description="TOML file of settings, keyed by option name (policy_options and weights "
         "as tables); flags and RINGLB_* variables override it.",
     )
+    retry_on_5xx: bool = Field(
+        False,
+        description="Retry an idempotent request answered 5xx on another replica (the last "
+        "attempt's answer is passed through).",
+    )
     outlier_consecutive_errors: int = Field(
         5, ge=0, description="5xx answers in a row that eject a replica for a while (0: off)."
     )

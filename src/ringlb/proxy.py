@@ -70,6 +70,7 @@ class Proxy:
         key_source: KeySource | None = None,
         limits: ClientLimits | None = None,
         capacity: Capacity | None = None,
+        retry_5xx: bool = False,
     ) -> None:
         self.replicaset = replicaset
         self.admin = admin
@@ -85,6 +86,7 @@ class Proxy:
         self.inflight = 0  # proxied requests being answered now (admission control)
         self.overloaded = 0  # 503s for want of capacity
         self._outlier_errors = replicaset.outliers.consecutive_errors
+        self.retry_5xx = retry_5xx
         self.pools: dict[Replica, UpstreamPool] = {}
         self.clients: set[ClientConnection] = set()
         self.now = 0.0  # coarse clock for client deadlines, advanced by `run_deadlines`
@@ -135,13 +137,25 @@ class Proxy:
             self.pools[replica] = pool
         return pool
 
-    def _relay(self, request: ProxiedRequest, client: ClientConnection) -> ResponseRelay:
+    def _relay(
+        self, request: ProxiedRequest, client: ClientConnection, tried: int
+    ) -> ResponseRelay:
+        """Returns the relay for an attempt after `tried` others. With `retry_5xx`, an
+        idempotent request's 5xx is held back while another attempt is still possible."""
+        retry_5xx = (
+            self.retry_5xx
+            and request.method in IDEMPOTENT
+            and request.stream is None
+            and tried + 1 < self.max_attempts
+            and len(self.replicaset.snapshot.replicas) > tried + 1
+        )
         return ResponseRelay(
             client.write,
             request.path,
             head=request.method == "HEAD",
             keep_alive=request.keep_alive,
             client_version=request.version,
+            retry_5xx=retry_5xx,
         )
 
     # -- the fast path: callbacks only ------------------------------------------------------
@@ -163,7 +177,7 @@ class Proxy:
         if conn is None:
             return False
         assert pool is not None
-        relay = self._relay(request, client)
+        relay = self._relay(request, client, 0)
         replica.inflight += 1
         client.upstream = conn
 
@@ -173,6 +187,12 @@ class Proxy:
             if failure is None:
                 self._answered(replica, request, relay, conn, client)
                 pool.release(conn, keep_alive)
+                if relay.swallowed:
+                    self.retries += 1
+                    error = f"replica '{replica.name}': answered {relay.status}"
+                    answer = self.forward(request, upstream, client, [replica], error)
+                    client.worker = client.loop.create_task(client.run_answer(answer))
+                    return
                 client.done(relay.keep_alive)
                 return
             conn.close()
@@ -229,8 +249,8 @@ class Proxy:
                 replica = self.replicaset.snapshot.picker.pick(request.key, tried)
             if replica is None:
                 break
+            relay = self._relay(request, client, len(tried))
             tried.append(replica)
-            relay = self._relay(request, client)
             replica.inflight += 1
             try:
                 await self._exchange(replica, request, upstream, relay, client)
@@ -256,6 +276,10 @@ class Proxy:
                 return self.answer_error(request, client, 503, text, RETRY_AFTER)
             finally:
                 replica.inflight -= 1
+            if relay.swallowed:
+                error = f"replica '{replica.name}': answered {relay.status}"
+                self.retries += 1
+                continue
             # Unread body left on the client connection: it cannot carry another request.
             return relay.keep_alive and (stream is None or stream.complete)
         return self._answer_failure(request, client, error if tried else None)

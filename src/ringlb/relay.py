@@ -27,9 +27,11 @@ class ResponseRelay:
         "_keep_alive",
         "_path",
         "_pending",
+        "_retry_5xx",
         "_write",
         "started",
         "status",
+        "swallowed",
     )
 
     def __init__(
@@ -40,8 +42,11 @@ class ResponseRelay:
         head: bool,
         keep_alive: bool,
         client_version: str,
+        retry_5xx: bool = False,
     ) -> None:
         self._write = write
+        self._retry_5xx = retry_5xx
+        self.swallowed = False  # a 5xx held back so that another replica gets a try
         self._path = path
         self._head = head
         self._keep_alive = keep_alive
@@ -59,8 +64,11 @@ class ResponseRelay:
 
     def start(self, status: int, header_lines: bytes, length: int | None) -> None:
         """Begins the answer; `header_lines` are serialized, without hop-by-hop fields."""
-        self.started = True
         self.status = status
+        if status >= 500 and self._retry_5xx:
+            self.swallowed = True  # nothing of it reaches the client; `started` stays False
+            return
+        self.started = True
         if status == 404:
             # The contract's 400 replaces the replica's 404; its body is dropped.
             self._discard = True
@@ -84,7 +92,7 @@ class ResponseRelay:
         self._pending = http11.status_line(status) + header_lines + framing + close + b"\r\n"
 
     def body(self, data: bytes) -> None:
-        if self._discard or self._head:
+        if self._discard or self._head or self.swallowed:
             return
         if self._chunked:
             data = b"%x\r\n%s\r\n" % (len(data), data)
@@ -93,6 +101,8 @@ class ResponseRelay:
         self._write(data)
 
     def end(self) -> None:
+        if self.swallowed:
+            return
         tail = b"0\r\n\r\n" if self._chunked and not self._discard else b""
         if self._pending or tail:
             data, self._pending = self._pending + tail, b""

@@ -139,7 +139,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         relay = self.relay
-        if relay is not None and relay.started:
+        if relay is not None and relay.status:  # the final answer's head was seen
             relay.end()
             self._finish(self.parser.should_keep_alive())
 

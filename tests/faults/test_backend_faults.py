@@ -168,18 +168,20 @@ def test_slow_replica_adds_latency_not_errors(start_balancer) -> None:
     strict=False,
     reason="passive outlier ejection lands with part 5",
 )
-def test_replica_answering_500s_is_ejected_and_replaced(start_balancer) -> None:
+@pytest.mark.parametrize("retry_on_5xx", [False, True], ids=["pass-through", "retry-on-5xx"])
+def test_replica_answering_500s_is_ejected_and_replaced(start_balancer, retry_on_5xx) -> None:
     outlier_flags = (
         ("--outlier-consecutive-errors", "3", "--outlier-ejection-time", "0.5",
          "--outlier-max-ejections", "1")
         if OUTLIER_EJECTION
         else ()
     )  # fmt: skip
+    retry_flags = ("--retry-on-5xx", "true") if retry_on_5xx else ()
     balancer = start_balancer(
-        "--seed", "26", "--replica-command", faulty_command(), *outlier_flags
+        "--seed", "26", "--replica-command", faulty_command(), *outlier_flags, *retry_flags
     )  # fmt: skip
     before = balancer.replicas()
-    figures = Figures("replica answering 500s")
+    figures = Figures("replica answering 500s" + (" (--retry-on-5xx)" if retry_on_5xx else ""))
     try:
         with LoadLoop(balancer.port) as load:
             load.wait_for(50)
@@ -195,14 +197,17 @@ def test_replica_answering_500s_is_ejected_and_replaced(start_balancer) -> None:
     finally:
         figures.requests, figures.client_errors = load.sent, len(load.failures)
         figures.note = (
-            "5xx answers are passed through until the replica is ejected "
+            "idempotent requests answered 5xx are retried on another replica; ejected after "
+            "3 in a row, then replaced."
+            if retry_on_5xx
+            else "5xx answers are passed through (the default) until the replica is ejected "
             "(3 in a row; ejected once, then replaced)."
-            if OUTLIER_EJECTION
-            else "no passive outlier ejection yet: the 500s never stop."
         )
         figures.record()
     new = _fresh(names, before)
     assert len(new) == 1 and GENERATED.match(new[0]), names
+    if retry_on_5xx:
+        assert load.failures == [], load.failures[:5]
     assert all(f.startswith("500") for f in load.failures), load.failures[:5]
     assert len(load.failures) < load.sent
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from lbtest import BalancerProcess, request
 
 ECHO = Path(__file__).resolve().parent.parent / "echo_replica.py"
+FAULTY = ECHO.with_name("faulty_replica.py")
 # Replicas named bad* answer 500 to everything but their heartbeat.
 ECHO_WITH_BAD = (
-    'sh -c \'case "$0" in bad*) f=--failing;; *) f=;; esac; '
-    f'exec "$1" {ECHO} --id "$0" --host "$2" --port "$3" $f\' '
+    'sh -c \'case "$0" in bad*) f=error:500;; *) f=none;; esac; '
+    f'exec "$1" {FAULTY} --id "$0" --host "$2" --port "$3" --fault "$f"\' '
     "{name} {python} {host} {port}"
 )
 
@@ -118,3 +119,23 @@ def test_client_connection_cap(start_balancer) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_retry_on_5xx_hides_a_failing_replica_from_idempotent_requests(start_balancer) -> None:
+    balancer = start_balancer(
+        "--replica-command",
+        ECHO_WITH_BAD,
+        "--hostnames",
+        "good_1,good_2,bad_1",
+        "--policy",
+        "round_robin",
+        "--retry-on-5xx",
+        "true",
+        "--outlier-consecutive-errors",
+        "0",
+    )
+    assert [balancer.get("/echo").status for _ in range(30)] == [200] * 30
+    assert "bad_1" in balancer.replicas(), "outlier ejection is off here"
+    # A POST is not idempotent: the failing replica's answer reaches the client.
+    posts = [balancer.call("POST", "/echo", {"n": i}).status for i in range(6)]
+    assert posts.count(500) == 2 and posts.count(200) == 4, posts
