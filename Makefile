@@ -91,7 +91,8 @@ format: $(VENV)/.installed-dev
 FAULTS_REPORT := $(CURDIR)/.cache/faults.jsonl
 faults: $(VENV)/.installed-dev
 	@mkdir -p .cache && rm -f $(FAULTS_REPORT)
-	RINGLB_FAULTS_REPORT=$(FAULTS_REPORT) $(BIN)/python -m pytest -q -s \
+	RINGLB_FAULTS_REPORT=$(FAULTS_REPORT) \
+	RINGLB_FAULTS_RESTART_DOCKERD=$(RINGLB_FAULTS_RESTART_DOCKERD) $(BIN)/python -m pytest -q -s \
 	    tests/faults $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python scripts/faults_table.py $(FAULTS_REPORT) docs/reliability.md; exit $$status
 

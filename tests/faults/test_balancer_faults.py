@@ -135,6 +135,10 @@ def _pid_alive(pid: int) -> bool:
 @pytest.fixture
 def private_engine(docker_client, request) -> Iterator[PrivateEngine]:
     """A dockerd of this test's own (see private_engine.py), holding the replica image."""
+    if os.environ.get("RINGLB_FAULTS_RESTART_DOCKERD") != "1":
+        # Opt-in: on this machine a second dockerd's shutdown left the shared engine without
+        # its docker0 bridge, so later image builds failed. Not in `make test`.
+        pytest.skip("opt-in: RINGLB_FAULTS_RESTART_DOCKERD=1 (runs a second dockerd)")
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         pytest.skip("a private Docker daemon needs root and dockerd on this machine")
     engine = PrivateEngine(live_restore=request.param)
