@@ -54,7 +54,10 @@ class ResponseRelay:
         self._chunked = False
         self._discard = False
         self._pending = b""
-        self.started = False  # once true, a failure can no longer be retried elsewhere
+        # True once a byte reached the client: from then on a failure cannot be retried
+        # elsewhere. The head is held until the first piece of body, so a replica dying
+        # between its head and its body is still retried.
+        self.started = False
         self.status = 0  # the replica's status, once started
 
     @property
@@ -66,9 +69,8 @@ class ResponseRelay:
         """Begins the answer; `header_lines` are serialized, without hop-by-hop fields."""
         self.status = status
         if status >= 500 and self._retry_5xx:
-            self.swallowed = True  # nothing of it reaches the client; `started` stays False
+            self.swallowed = True  # nothing of it reaches the client
             return
-        self.started = True
         if status == 404:
             # The contract's 400 replaces the replica's 404; its body is dropped.
             self._discard = True
@@ -98,6 +100,7 @@ class ResponseRelay:
             data = b"%x\r\n%s\r\n" % (len(data), data)
         if self._pending:
             data, self._pending = self._pending + data, b""
+        self.started = True
         self._write(data)
 
     def end(self) -> None:
@@ -106,4 +109,5 @@ class ResponseRelay:
         tail = b"0\r\n\r\n" if self._chunked and not self._discard else b""
         if self._pending or tail:
             data, self._pending = self._pending + tail, b""
+            self.started = True
             self._write(data)
