@@ -12,6 +12,7 @@ import signal
 
 from ringlb.access_log import AccessLog
 from ringlb.admin import AdminAPI
+from ringlb.autoscaler import Autoscaler, ScalingRules
 from ringlb.config import Settings, SettingsError
 from ringlb.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.health import HeartbeatMonitor, HeartbeatProber
@@ -111,7 +112,27 @@ class Balancer:
                 settings.respawn_stable_after,
             ),
         )
-        self.admin.mount(ObservabilityRoutes(self.replicaset, self.proxy, self.supervisor).routes)
+        self.autoscaler = (
+            Autoscaler(
+                self.replicaset,
+                ScalingRules(
+                    min_replicas=settings.autoscale_min,
+                    max_replicas=settings.autoscale_max,
+                    target_inflight=settings.autoscale_target_inflight,
+                    tolerance=settings.autoscale_tolerance,
+                    up_cooldown=settings.autoscale_up_cooldown,
+                    down_cooldown=settings.autoscale_down_cooldown,
+                    window=settings.autoscale_window,
+                ),
+            )
+            if settings.autoscale
+            else None
+        )
+        self.admin.mount(
+            ObservabilityRoutes(
+                self.replicaset, self.proxy, self.supervisor, self.autoscaler
+            ).routes
+        )
         if settings.access_log_sample > 0:
             self.proxy.access_log = AccessLog(
                 settings.access_log_sample, random.Random(settings.seed)
@@ -146,6 +167,8 @@ class Balancer:
             asyncio.create_task(self.monitor.run(), name="heartbeat-monitor"),
             asyncio.create_task(self.supervisor.run(), name="supervisor"),
         ]
+        if self.autoscaler is not None:
+            self.tasks.append(asyncio.create_task(self.autoscaler.run(), name="autoscaler"))
         loop = asyncio.get_running_loop()
         split = settings.admin_port is not None
         self.server = await loop.create_server(

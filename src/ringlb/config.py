@@ -166,6 +166,24 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         16384, ge=1, description="Client connections at once; more are answered 503 and closed."
     )
+    autoscale: bool = Field(False, description="Scale the replica count with the load.")
+    autoscale_min: int = Field(1, ge=1, description="Autoscaler: fewest replicas.")
+    autoscale_max: int = Field(10, ge=1, description="Autoscaler: most replicas.")
+    autoscale_target_inflight: float = Field(
+        8.0, gt=0, description="Autoscaler: in-flight requests per replica it aims at."
+    )
+    autoscale_tolerance: float = Field(
+        0.2, ge=0, lt=1, description="Autoscaler: no change within target x (1 +- this)."
+    )
+    autoscale_up_cooldown: float = Field(
+        10.0, ge=0, description="Autoscaler: seconds after a change before scaling up."
+    )
+    autoscale_down_cooldown: float = Field(
+        30.0, ge=0, description="Autoscaler: seconds after a change before scaling down."
+    )
+    autoscale_window: float = Field(
+        5.0, gt=0, description="Autoscaler: seconds the load is averaged over."
+    )
     respawn_backoff: float = Field(
         1.0, gt=0, description="First wait (s) after a failed respawn; doubles per failure."
     )
@@ -313,6 +331,14 @@ class Settings(BaseSettings):
         if self.replicas > self.max_replicas:
             raise ValueError(
                 f"replicas ({self.replicas}) exceeds max_replicas ({self.max_replicas})"
+            )
+        if self.autoscale_min > self.autoscale_max:
+            raise ValueError(
+                f"autoscale_min ({self.autoscale_min}) exceeds autoscale_max ({self.autoscale_max})"
+            )
+        if self.autoscale_max > self.max_replicas:
+            raise ValueError(
+                f"autoscale_max ({self.autoscale_max}) exceeds max_replicas ({self.max_replicas})"
             )
         return self
 

@@ -25,6 +25,7 @@ from ringlb.replica import LATENCY_BOUNDS
 from ringlb.replicaset import ReplicaSet
 
 if TYPE_CHECKING:
+    from ringlb.autoscaler import Autoscaler
     from ringlb.proxy import Proxy
     from ringlb.supervisor import Supervisor
 
@@ -53,12 +54,18 @@ class BalancerCollector(Collector):
     """Reads the balancer's plain counters at scrape time."""
 
     def __init__(
-        self, replicaset: ReplicaSet, proxy: Proxy, supervisor: Supervisor, layouts: LayoutCache
+        self,
+        replicaset: ReplicaSet,
+        proxy: Proxy,
+        supervisor: Supervisor,
+        layouts: LayoutCache,
+        autoscaler: Autoscaler | None = None,
     ) -> None:
         self._replicaset = replicaset
         self._proxy = proxy
         self._supervisor = supervisor
         self._layouts = layouts
+        self._autoscaler = autoscaler
 
     def collect(self) -> Iterator[Metric]:
         rs, proxy = self._replicaset, self._proxy
@@ -125,6 +132,15 @@ class BalancerCollector(Collector):
         yield GaugeMetricFamily(
             "ringlb_replicas_target", "The replica count the supervisor keeps.", value=rs.target
         )
+        if self._autoscaler is not None:
+            decisions = CounterMetricFamily(
+                "ringlb_autoscaler_decisions",
+                "Replica count changes made by the autoscaler.",
+                labels=["direction"],
+            )
+            for direction, count in self._autoscaler.decisions.items():
+                decisions.add_metric([direction], count)
+            yield decisions
         yield GaugeMetricFamily(
             "ringlb_replicas_serving",
             "Replicas in the ring (the actual count).",

@@ -17,6 +17,7 @@ from ringlb.policies import describe_policy
 from ringlb.replicaset import ReplicaSet
 
 if TYPE_CHECKING:
+    from ringlb.autoscaler import Autoscaler
     from ringlb.proxy import Proxy
     from ringlb.supervisor import Supervisor
 
@@ -27,13 +28,19 @@ NO_STORE = [(b"Cache-Control", b"no-store")]
 class ObservabilityRoutes:
     """Handlers of `/metrics`, `/status` and `/dashboard`; `routes` is for AdminAPI.mount."""
 
-    def __init__(self, replicaset: ReplicaSet, proxy: Proxy, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        replicaset: ReplicaSet,
+        proxy: Proxy,
+        supervisor: Supervisor,
+        autoscaler: Autoscaler | None = None,
+    ) -> None:
         self._replicaset = replicaset
         self._proxy = proxy
         self._supervisor = supervisor
         self._layouts = LayoutCache(replicaset)
         self._metrics = MetricsExporter(
-            BalancerCollector(replicaset, proxy, supervisor, self._layouts)
+            BalancerCollector(replicaset, proxy, supervisor, self._layouts, autoscaler)
         )
         self._page = resources.files("ringlb").joinpath("dashboard.html").read_bytes()
         self.routes: dict[str, dict[str, Handler]] = {

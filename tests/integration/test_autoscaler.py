@@ -1,0 +1,97 @@
+"""The autoscaler under a real load ramp: up under load, back down after, no failed request,
+no flapping (at most one change per cooldown)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from pathlib import Path
+
+from lbtest import request, wait_until
+
+ECHO = Path(__file__).resolve().parent.parent / "echo_replica.py"
+
+
+class Load:
+    """`clients` threads looping GET /sleep/0.2 until stopped (bounded to 60 s)."""
+
+    def __init__(self, port: int, clients: int) -> None:
+        self.port, self.ok, self.failures = port, 0, []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                reply = request(self.port, "GET", "/sleep/0.2", timeout=30)
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if reply.status == 200:
+                self.ok += 1
+            else:
+                self.failures.append(f"{reply.status} {reply.body[:80]!r}")
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def test_replicas_follow_the_load_up_and_down(start_balancer) -> None:
+    balancer = start_balancer(
+        "--replica-command", f"{{python}} {ECHO} --id {{name}} --host {{host}} --port {{port}}",
+        "--replicas", "1",
+        "--autoscale", "true",
+        "--autoscale-min", "1",
+        "--autoscale-max", "4",
+        "--autoscale-target-inflight", "2",
+        "--autoscale-window", "1",
+        "--autoscale-up-cooldown", "2",
+        "--autoscale-down-cooldown", "2",
+    )  # fmt: skip
+    started = time.monotonic()
+    timeline: list[tuple[float, int]] = []  # (seconds, replica count) at each change
+
+    def count() -> int:
+        n = len(balancer.replicas())
+        if not timeline or timeline[-1][1] != n:
+            timeline.append((time.monotonic() - started, n))
+        return n
+
+    count()
+    with Load(balancer.port, clients=8) as load:
+        # 8 clients each keep one request in flight: 8 in flight / target 2 = 4 replicas.
+        wait_until(lambda: count() == 4, 30)
+        time.sleep(1)
+    load_off = time.monotonic() - started
+    wait_until(lambda: count() == 1, 40)
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 0
+    # No flapping: every decision is at least a cooldown after the one before it.
+    stamps = [
+        time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+        for m in re.finditer(
+            r"^(\S+ \S+),(\d{3}) INFO ringlb.autoscaler: scaled", balancer.log(), re.M
+        )
+    ]
+    assert len(stamps) >= 2
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert all(gap >= 1.9 for gap in gaps), gaps
+    ups = balancer.log().count("autoscaler: scaled up")
+    downs = balancer.log().count("autoscaler: scaled down")
+    steps = ", ".join(f"{t:.1f} s: {n}" for t, n in timeline)
+    print(
+        f"\nautoscaler: load on at 0 s, off at {load_off:.1f} s; replicas {steps}; "
+        f"{ups} up, {downs} down decisions; {load.ok} requests, 0 failed"
+    )
+    metrics = balancer.get("/metrics").body.decode()
+    assert 'ringlb_autoscaler_decisions_total{direction="up"}' in metrics
