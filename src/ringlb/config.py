@@ -332,6 +332,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"replicas ({self.replicas}) exceeds max_replicas ({self.max_replicas})"
             )
+        if not self.autoscale:
+            return self  # the autoscaler's bounds matter only when it runs
         if self.autoscale_min > self.autoscale_max:
             raise ValueError(
                 f"autoscale_min ({self.autoscale_min}) exceeds autoscale_max ({self.autoscale_max})"

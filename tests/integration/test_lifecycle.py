@@ -57,6 +57,10 @@ def test_sigkill_of_balancer_leaves_no_replica() -> None:
         (["--replicas", "60"], "replicas (60) exceeds max_replicas (50)"),
         (["--runtime", "vm"], "invalid runtime (RINGLB_RUNTIME, --runtime)"),
         (
+            ["--autoscale", "true", "--autoscale-max", "60"],
+            "invalid settings: autoscale_max (60) exceeds max_replicas (50)",
+        ),
+        (
             ["--max-replicas", "100", "--policy", "assignment"],
             "invalid max_replicas (RINGLB_MAX_REPLICAS, --max-replicas): Policy 'assignment' "
             "holds at most 56 replicas; max_replicas is 100",
