@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import statistics
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lbtest import BalancerProcess, request, wait_until
+from lbtest import BalancerProcess, request
 from ringlb.lifeline import PARENT_PID_ENV
 
 REPORT_ENV = "RINGLB_FAULTS_REPORT"
@@ -61,69 +59,6 @@ class Figures:
         if target:
             with open(target, "a", encoding="utf-8") as out:
                 out.write(json.dumps(asdict(self)) + "\n")
-
-
-class LoadLoop:
-    """`workers` threads sending idempotent `GET path` in a loop, each on a new connection;
-    records every answer. Bounded: stops when told, after `max_requests` in all, or after
-    `max_seconds`, whichever comes first."""
-
-    def __init__(
-        self,
-        port: int,
-        path: str = "/home",
-        workers: int = 4,
-        max_requests: int = 20_000,
-        max_seconds: float = 60.0,
-    ) -> None:
-        self.port, self.path = port, path
-        self.max_requests, self.max_seconds = max_requests, max_seconds
-        self.latencies: list[float] = []
-        self.failures: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-
-    @property
-    def sent(self) -> int:
-        return len(self.latencies) + len(self.failures)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if self.sent >= self.max_requests:
-                return
-            started = time.monotonic()
-            try:
-                reply = request(self.port, "GET", self.path, timeout=15)
-                outcome = None if reply.status == 200 else f"{reply.status} {reply.body[:120]!r}"
-            except OSError as exc:
-                outcome = repr(exc)
-            with self._lock:
-                if outcome is None:
-                    self.latencies.append(time.monotonic() - started)
-                else:
-                    self.failures.append(outcome)
-            if outcome is not None:
-                time.sleep(0.05)  # a refused connection fails at once: do not spin on it
-
-    def wait_for(self, more: int, timeout: float = 30.0) -> None:
-        """Waits until `more` further requests were answered (or failed)."""
-        target = self.sent + more
-        wait_until(lambda: self.sent >= target, timeout)
-
-    def median_ms(self) -> float:
-        return 1000 * statistics.median(self.latencies) if self.latencies else 0.0
-
-    def __enter__(self) -> LoadLoop:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
 
 
 def faulty_replicas(balancer: BalancerProcess) -> dict[str, tuple[int, int]]:

@@ -18,7 +18,6 @@ import time
 import pytest
 from faultlib import (
     Figures,
-    LoadLoop,
     faulty_command,
     faulty_replicas,
     inject,
@@ -27,7 +26,7 @@ from faultlib import (
     since,
 )
 
-from lbtest import pid_of_replica, replica_processes, wait_until
+from lbtest import LoadLoop, pid_of_replica, replica_processes, wait_until
 
 GENERATED = re.compile(r"^server_[0-9a-f]{6}$")
 # A hung replica is found by its heartbeat (1 s interval, 2 misses) or by a request timing

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultlib import Figures, LoadLoop, since
+from faultlib import Figures, since
 from private_engine import PrivateEngine
 
-from lbtest import BalancerProcess, replica_processes, wait_until
+from lbtest import BalancerProcess, LoadLoop, replica_processes, wait_until
 
 IMAGE = "ringlb:latest"
 
