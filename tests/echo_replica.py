@@ -85,11 +85,16 @@ def make_app(server_id: str) -> web.Application:
     return app
 
 
-if __name__ == "__main__":
-    die_with_parent()
+def replica_arguments() -> argparse.ArgumentParser:
+    """Returns the command line every test replica takes (as `ringlb replica`)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--id", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    return parser
+
+
+if __name__ == "__main__":
+    die_with_parent()
+    args = replica_arguments().parse_args()
     web.run_app(make_app(args.id), host=args.host, port=args.port, print=None, access_log=None)

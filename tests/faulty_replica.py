@@ -12,13 +12,12 @@ later by `GET /_fault/<mode>` sent straight to its port (answered, then applied)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 
 from aiohttp import web
 
-from echo_replica import make_app
+from echo_replica import make_app, replica_arguments
 from ringlb.lifeline import die_with_parent
 
 FAULT_PREFIX = "/_fault/"
@@ -64,10 +63,7 @@ def make_faulty_app(server_id: str, fault: str) -> web.Application:
 
 if __name__ == "__main__":
     die_with_parent()
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--id", required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser = replica_arguments()
     parser.add_argument("--fault", default="none")
     args = parser.parse_args()
     kind, code = parse_fault(args.fault)

@@ -144,8 +144,7 @@ class ClientConnection(asyncio.Protocol):
             self.local = b"%s:%d" % (str(local[0]).encode(), local[1])
         if len(self.proxy.clients) >= self.proxy.capacity.max_connections:
             body = contract.failure(contract.TOO_MANY_CONNECTIONS)
-            extra = [(b"Retry-After", b"1")]
-            self.write(http11.json_response(503, body, keep_alive=False, extra=extra))
+            self.write(http11.json_response(503, body, keep_alive=False, extra=http11.RETRY_AFTER))
             self.close()
             return
         self.proxy.clients.add(self)
@@ -171,9 +170,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        if self.proxying:  # a cancelled answer never reaches `done`
-            self.proxying = False
-            self.proxy.inflight -= 1
+        self._release_slot()  # a cancelled answer never reaches `done`
         self.deadline = 0.0
         self.proxy.clients.discard(self)
         if self.current is not None and self.current.stream is not None:
@@ -265,8 +262,9 @@ class ClientConnection(asyncio.Protocol):
         if not self.admin_request:
             request.key = self.proxy.key_source.key(request.headers, target, self.peer)
         length = request.length
-        if length is not None and length > self._body_limit():
-            self._refuse(413, self._too_large())
+        limit = self._body_limit()
+        if length is not None and length > limit:
+            self._refuse(413, contract.body_too_large(limit))
             return
         if not (length or request.chunked):
             self.deadline = 0.0
@@ -302,8 +300,9 @@ class ClientConnection(asyncio.Protocol):
             stream.feed(body)
             return
         request.body += body
-        if len(request.body) > self._body_limit():
-            self._refuse(413, self._too_large())
+        limit = self._body_limit()
+        if len(request.body) > limit:
+            self._refuse(413, contract.body_too_large(limit))
 
     def on_message_complete(self) -> None:
         request, self.current = self.current, None
@@ -343,31 +342,13 @@ class ClientConnection(asyncio.Protocol):
             self.write(http11.json_response(404, body, keep_alive=item.keep_alive))
             self.done(item.keep_alive)
             return
-        proxy, upstream = self.proxy, self.upstream_request(item)
-        if proxy.inflight >= proxy.capacity.max_inflight:
-            proxy.overloaded += 1
-            text = contract.overloaded(f"{proxy.inflight} requests in flight")
-            self.done(proxy.answer_error(item, self, 503, text, [(b"Retry-After", b"1")]))
-            return
-        proxy.inflight += 1
-        self.proxying = True
-        first = proxy.choose(item)
-        if (
-            first is not None
-            and item.stream is None
-            and proxy.try_fast(item, upstream, self, first)
-        ):
-            return
-        answer = proxy.forward(item, upstream, self, first=first)
-        self.worker = self.loop.create_task(self.run_answer(answer))
+        self.proxy.begin(item, self)
 
     def done(self, keep_alive: bool) -> None:
         """Called when an answer is complete: starts the next one, or closes, or idles."""
         self.busy = False
         self.worker = None
-        if self.proxying:
-            self.proxying = False
-            self.proxy.inflight -= 1
+        self._release_slot()
         if not keep_alive or self.transport is None or self.transport.is_closing():
             self.close()
         elif self.queue:
@@ -376,6 +357,12 @@ class ClientConnection(asyncio.Protocol):
             self.close()
         elif self.current is None:
             self._deadline(IDLE, self.limits.idle_timeout)
+
+    def _release_slot(self) -> None:
+        """Gives back the Proxy.inflight slot a proxied answer held (see Proxy.begin)."""
+        if self.proxying:
+            self.proxying = False
+            self.proxy.inflight -= 1
 
     async def _answer_admin(self, request: ProxiedRequest) -> None:
         async def answer() -> bool:
@@ -456,11 +443,6 @@ class ClientConnection(asyncio.Protocol):
 
     def _body_limit(self) -> int:
         return contract.MAX_ADMIN_BODY if self.admin_request else self.proxy.max_body
-
-    def _too_large(self) -> str:
-        if self.admin_request:
-            return contract.BODY_TOO_LARGE
-        return f"Request body larger than {self.proxy.max_body} bytes"
 
     def _refuse(self, status: int, text: str) -> None:
         """Queues an error answer after the answers already queued, then closes."""

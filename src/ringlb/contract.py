@@ -65,9 +65,12 @@ BAD_N = "'n' must be a non-negative integer"
 BAD_HOSTNAMES = "'hostnames' must be a list of strings"
 TOO_MANY_HOSTNAMES_ADD = "Length of hostname list is more than newly added instances"
 TOO_MANY_HOSTNAMES_RM = "Length of hostname list is more than removable instances"
-BODY_TOO_LARGE = "Request body larger than 65536 bytes"
 URI_TOO_LONG = "Request target too long"
 HEADERS_TOO_LARGE = "Request headers too large or too many"
+
+
+def body_too_large(limit: int) -> str:
+    return f"Request body larger than {limit} bytes"
 
 
 def slow_headers(seconds: float) -> str:

@@ -27,6 +27,9 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 VIA = b"1.1 ringlb"
 
+# Sent with every 503 the balancer gives for want of capacity.
+RETRY_AFTER = [(b"Retry-After", b"1")]
+
 # Connection options that name no other header field.
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
 

@@ -39,7 +39,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 __all__ = ["Capacity", "ClientLimits", "Proxy"]
 
-RETRY_AFTER = [(b"Retry-After", b"1")]
+# What a failed attempt leads to (Proxy._after_failure).
+CUT_SHORT, GIVE_UP, RETRY = "cut short", "give up", "retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +159,47 @@ class Proxy:
             retry_5xx=retry_5xx,
         )
 
+    def begin(self, request: ProxiedRequest, client: ClientConnection) -> None:
+        """Starts answering a proxied request: admission, the policy's first choice, then
+        the fast path or, failing that, a task. Ends with `client.done`."""
+        if self.inflight >= self.capacity.max_inflight:
+            self.overloaded += 1
+            text = contract.overloaded(f"{self.inflight} requests in flight")
+            client.done(self.answer_error(request, client, 503, text, http11.RETRY_AFTER))
+            return
+        self.inflight += 1
+        client.proxying = True  # `client.done` gives the slot back
+        upstream = client.upstream_request(request)
+        first = self.choose(request)
+        fast = first is not None and request.stream is None
+        if fast and self.try_fast(request, upstream, client, first):
+            return
+        answer = self.forward(request, upstream, client, first=first)
+        client.worker = client.loop.create_task(client.run_answer(answer))
+
+    def _after_failure(
+        self,
+        replica: Replica,
+        request: ProxiedRequest,
+        relay: ResponseRelay,
+        failure: UpstreamFailure,
+    ) -> str:
+        """Books a failed attempt and returns what follows: CUT_SHORT (part of the answer
+        reached the client), GIVE_UP (no safe retry) or RETRY. A replica that failed hard
+        leaves the ring; a stale keep-alive connection is not the replica's fault."""
+        if not failure.stale:
+            self.replicaset.eject(replica)
+        if relay.started:
+            log.warning("answer from %s cut short: %s", replica.name, failure)
+            return CUT_SHORT
+        stream = request.stream
+        if stream is not None and stream.consumed:
+            return GIVE_UP  # part of the body is gone with that replica: it cannot be replayed
+        if failure.sent and request.method not in IDEMPOTENT:
+            return GIVE_UP  # the replica may have acted on it: it is not sent again
+        self.retries += 1
+        return RETRY
+
     # -- the fast path: callbacks only ------------------------------------------------------
 
     def choose(self, request: ProxiedRequest) -> Replica | None:
@@ -196,24 +238,19 @@ class Proxy:
                 client.done(relay.keep_alive)
                 return
             conn.close()
-            if relay.started:
-                log.warning("answer from %s cut short: %s", replica.name, failure)
+            verdict = self._after_failure(replica, request, relay, failure)
+            error = f"replica '{replica.name}': {failure}"
+            if verdict == CUT_SHORT:
                 client.done(False)
                 return
-            # Not a byte reached the client: continue as the slow path would, on a fresh
-            # connection to the same replica (a stale keep-alive) or on the next replica.
-            error = f"replica '{replica.name}': {failure}"
-            if request.method not in IDEMPOTENT:
-                # It was sent: the replica may have acted on it, so it is not sent again.
-                if not failure.stale:
-                    self.replicaset.eject(replica)
+            if verdict == GIVE_UP:
                 client.done(self._answer_failure(request, client, error))
                 return
-            self.retries += 1
+            # Continue as the slow path would: on a fresh connection to the same replica
+            # (a stale keep-alive) or on the next replica.
             if failure.stale:
                 answer = self.forward(request, upstream, client, first=replica)
             else:
-                self.replicaset.eject(replica)
                 answer = self.forward(request, upstream, client, [replica], error)
             client.worker = client.loop.create_task(client.run_answer(answer))
 
@@ -256,24 +293,19 @@ class Proxy:
                 await self._exchange(replica, request, upstream, relay, client)
             except UpstreamFailure as exc:
                 error = f"replica '{replica.name}': {exc}"
-                if not exc.stale:
-                    self.replicaset.eject(replica)
-                if relay.started:
-                    log.warning("answer from %s cut short: %s", replica.name, exc)
+                verdict = self._after_failure(replica, request, relay, exc)
+                if verdict == CUT_SHORT:
                     return False
-                if stream is not None and stream.consumed:
-                    break  # part of the body is gone with that replica: it cannot be replayed
-                if exc.sent and request.method not in IDEMPOTENT:
-                    break  # the replica may have acted on it: not sent to another one
+                if verdict == GIVE_UP:
+                    break
                 log.warning("request to %s failed: %s; retrying elsewhere", replica.name, exc)
-                self.retries += 1
                 continue
             except BodyAborted:
                 return False  # the client left inside its own request body
             except Overloaded as exc:
                 self.overloaded += 1
                 text = contract.overloaded(f"replica '{replica.name}': {exc}")
-                return self.answer_error(request, client, 503, text, RETRY_AFTER)
+                return self.answer_error(request, client, 503, text, http11.RETRY_AFTER)
             finally:
                 replica.inflight -= 1
             if relay.swallowed:

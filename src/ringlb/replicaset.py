@@ -213,7 +213,6 @@ class ReplicaSet:
                 replica.name,
                 rules.max_ejections,
             )
-            member.state = MemberState.EJECTED  # report_death takes it from there
             self.report_death(replica.name, replica)
             return
         seconds = rules.ejection_time * 2 ** (member.outlier_ejections - 1)
