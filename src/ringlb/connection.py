@@ -4,6 +4,9 @@ It turns bytes into requests (enforcing header limits, deadlines and body limits
 answers them strictly in order (pipelining), and hands each proxied request to the
 `Proxy`. Admin paths go to the `AdminAPI` instead. Request heads are rebuilt for the
 replica while they are parsed, so forwarding costs one join, not a second pass.
+
+A read that holds exactly one plain request (see `ringlb.plain`: a small GET or HEAD with
+ordinary headers) skips the parser: it is forwarded as received, with our fields appended.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import httptools
 
 from ringlb import contract, http11
 from ringlb.body_stream import BodyStream
+from ringlb.plain import plain_request, request_fields
 
 if TYPE_CHECKING:
     from ringlb.proxy import Proxy
@@ -77,6 +81,7 @@ class ProxiedRequest:
         "length",
         "method",
         "path",
+        "raw_head",
         "stream",
         "target",
         "version",
@@ -101,6 +106,13 @@ class ProxiedRequest:
         self.via = b""
         self.connection_tokens: frozenset[bytes] | None = None
         self.stream: BodyStream | None = None  # set when the body is forwarded as it comes
+        self.raw_head: bytes | None = None  # a plain request, as received (nothing parsed)
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """Returns the header fields (a plain request's are read only when asked for)."""
+        if self.raw_head is not None and not self.headers:
+            self.headers = request_fields(self.raw_head)
+        return self.headers
 
 
 class ClientConnection(asyncio.Protocol):
@@ -116,6 +128,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
         self.local = b"localhost"
+        self.forwarded = b""  # the fields we add to a plain request head, with its last CRLF
         self.current: ProxiedRequest | None = None
         self.admin_request = False
         self.refused = False
@@ -142,6 +155,10 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local:
             self.local = b"%s:%d" % (str(local[0]).encode(), local[1])
+        self.forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nVia: %s\r\n\r\n" % (
+            self.peer,
+            http11.VIA,
+        )
         if len(self.proxy.clients) >= self.proxy.capacity.max_connections:
             body = contract.failure(contract.TOO_MANY_CONNECTIONS)
             self.write(http11.json_response(503, body, keep_alive=False, extra=http11.RETRY_AFTER))
@@ -152,6 +169,8 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.current is None and not self.busy and self._take_plain(data):
             return
         try:
             self.parser.feed_data(data)
@@ -167,6 +186,27 @@ class ClientConnection(asyncio.Protocol):
                 self.close()
         except httptools.HttpParserError as exc:
             self._refuse(400, f"Malformed request: {exc}")
+
+    def _take_plain(self, data: bytes) -> bool:
+        """Starts answering `data` if it is exactly one plain request within our limits;
+        returns False (nothing done) otherwise, and the parser reads it as usual."""
+        limits = self.limits
+        if len(data) > limits.max_header_bytes or self.admin_only:
+            return False
+        plain = plain_request(data)
+        if plain is None or data.count(b"\n") - 2 > limits.max_headers:
+            return False
+        method, target = plain
+        cut = target.find(b"?")
+        path = (target[:cut] if cut >= 0 else target).decode("latin-1")
+        if path in self.admin_paths:
+            return False
+        request = ProxiedRequest()
+        request.method, request.target, request.path, request.raw_head = method, target, path, data
+        self.deadline = 0.0
+        self.busy = True
+        self.proxy.begin(request, self)
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -259,8 +299,6 @@ class ClientConnection(asyncio.Protocol):
         cut = target.find(b"?")
         request.path = (target[:cut] if cut >= 0 else target).decode("latin-1")
         self.admin_request = request.path in self.admin_paths
-        if not self.admin_request:
-            request.key = self.proxy.key_source.key(request.headers, target, self.peer)
         length = request.length
         limit = self._body_limit()
         if length is not None and length > limit:
@@ -400,6 +438,8 @@ class ClientConnection(asyncio.Protocol):
     def upstream_request(self, request: ProxiedRequest) -> bytes:
         """Returns the request head (and small body) as sent to a replica: hop-by-hop
         fields out, X-Forwarded-For, X-Forwarded-Proto and Via in."""
+        if request.raw_head is not None:
+            return request.raw_head[:-2] + self.forwarded  # a plain request has none to drop
         head = bytes(request.head_lines)
         if request.connection_tokens:
             head = http11.drop_named_headers(head, request.connection_tokens)

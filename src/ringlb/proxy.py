@@ -26,12 +26,18 @@ from ringlb.connection import BOTH, ClientConnection, ClientLimits, ProxiedReque
 from ringlb.keys import DEFAULT_KEY_SOURCE, KeySource, RandomKeys, make_key_source
 from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
-from ringlb.replicaset import ReplicaSet
-from ringlb.upstream import Overloaded, UpstreamConnection, UpstreamFailure, UpstreamPool
+from ringlb.replicaset import ReplicaSet, Snapshot
+from ringlb.upstream import (
+    Overloaded,
+    UpstreamConnection,
+    UpstreamFailure,
+    UpstreamPool,
+    expire_exchanges,
+)
 
 log = logging.getLogger("ringlb.proxy")
 
-DEADLINE_TICK = 0.25  # resolution of client deadlines (s)
+DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
 
 # RFC 9110 9.2.2: repeating these has the effect of sending them once. Any other request
 # that reached a replica is never sent to a second one.
@@ -89,6 +95,7 @@ class Proxy:
         self._outlier_errors = replicaset.outliers.consecutive_errors
         self.retry_5xx = retry_5xx
         self.pools: dict[Replica, UpstreamPool] = {}
+        self.exchanges: set[UpstreamConnection] = set()  # in progress, on every pool
         self.clients: set[ClientConnection] = set()
         self.now = 0.0  # coarse clock for client deadlines, advanced by `run_deadlines`
         # Plain counters read by ringlb.metrics at scrape time (see Replica.count_answer).
@@ -115,13 +122,14 @@ class Proxy:
             client.close()
 
     async def run_deadlines(self) -> None:
-        """Expires client deadlines every DEADLINE_TICK: one sweep instead of a timer per
-        request (header, body and idle timeouts)."""
+        """Expires deadlines every DEADLINE_TICK: one sweep instead of a timer per request
+        (client header, body and idle timeouts; the upstream timeout)."""
         loop = asyncio.get_running_loop()
         while True:
             self.now = now = loop.time()
             for client in [c for c in self.clients if 0.0 < c.deadline <= now]:
                 client.expired()
+            expire_exchanges(self.exchanges, now)
             await asyncio.sleep(DEADLINE_TICK)
 
     def _pool(self, replica: Replica) -> UpstreamPool:
@@ -134,6 +142,7 @@ class Proxy:
                 self.connect_timeout,
                 capacity.queue_size,
                 capacity.queue_timeout,
+                self.exchanges,
             )
             self.pools[replica] = pool
         return pool
@@ -170,7 +179,7 @@ class Proxy:
         self.inflight += 1
         client.proxying = True  # `client.done` gives the slot back
         upstream = client.upstream_request(request)
-        first = self.choose(request)
+        first = self.choose(request, client)
         fast = first is not None and request.stream is None
         if fast and self.try_fast(request, upstream, client, first):
             return
@@ -202,12 +211,25 @@ class Proxy:
 
     # -- the fast path: callbacks only ------------------------------------------------------
 
-    def choose(self, request: ProxiedRequest) -> Replica | None:
+    def choose(self, request: ProxiedRequest, client: ClientConnection) -> Replica | None:
         """Returns the policy's first choice for `request` (one pick per request: stateful
         policies such as round robin advance on every pick)."""
-        if request.key is None:
-            request.key = self.random_key()
-        return self.replicaset.snapshot.picker.pick(request.key, ())
+        snapshot = self.replicaset.snapshot
+        return snapshot.picker.pick(self.routing_key(request, client, snapshot), ())
+
+    def routing_key(
+        self, request: ProxiedRequest, client: ClientConnection, snapshot: Snapshot
+    ) -> int:
+        """Returns the key a hash policy routes `request` on, computed once per request from
+        the key source, or a random 6-digit id when the request carries none. Policies that
+        do not route on keys get 0, and nothing is computed."""
+        if not snapshot.keyed:
+            return 0
+        key = request.key
+        if key is None:
+            key = self.key_source.key(request.fields(), request.target, client.peer)
+            request.key = key = self.random_key() if key is None else key
+        return key
 
     def try_fast(
         self, request: ProxiedRequest, upstream: bytes, client: ClientConnection, replica: Replica
@@ -275,15 +297,14 @@ class Proxy:
         is the replica already chosen for this request, if any; `tried` and `error` carry
         on from a failed fast-path attempt.
         """
-        if request.key is None:
-            request.key = self.random_key()
         tried = tried if tried is not None else []
         stream = request.stream
         for _ in range(self.max_attempts - len(tried)):
             if first is not None:
                 replica, first = first, None
             else:
-                replica = self.replicaset.snapshot.picker.pick(request.key, tried)
+                snapshot = self.replicaset.snapshot
+                replica = snapshot.picker.pick(self.routing_key(request, client, snapshot), tried)
             if replica is None:
                 break
             relay = self._relay(request, client, len(tried))

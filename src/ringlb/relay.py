@@ -28,6 +28,7 @@ class ResponseRelay:
         "_path",
         "_pending",
         "_retry_5xx",
+        "_verbatim",
         "_write",
         "started",
         "status",
@@ -51,6 +52,8 @@ class ResponseRelay:
         self._head = head
         self._keep_alive = keep_alive
         self._http11 = client_version == "1.1"
+        # A plain answer can go out byte for byte: nothing to add (Connection: close) or cut.
+        self._verbatim = not head and keep_alive and self._http11
         self._chunked = False
         self._discard = False
         self._pending = b""
@@ -64,6 +67,16 @@ class ResponseRelay:
     def keep_alive(self) -> bool:
         """Whether the client connection may carry another request after this answer."""
         return self._keep_alive
+
+    def whole(self, status: int, data: bytes) -> bool:
+        """Relays a whole plain answer (`ringlb.plain.plain_response`) as it is; returns
+        False, having done nothing, when it must be rewritten or held back instead."""
+        if not self._verbatim or status == 404 or (status >= 500 and self._retry_5xx):
+            return False
+        self.status = status
+        self.started = True
+        self._write(data)
+        return True
 
     def start(self, status: int, header_lines: bytes, length: int | None) -> None:
         """Begins the answer; `header_lines` are serialized, without hop-by-hop fields."""

@@ -67,11 +67,14 @@ class OutlierRules:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Immutable routing state: the serving replicas in join order and the policy's picker."""
+    """Immutable routing state: the serving replicas in join order and the policy's picker.
+    `keyed` says whether the picker routes on the request key (a hash policy): when it does
+    not, the data plane does not compute one."""
 
     version: int
     replicas: tuple[Replica, ...]
     picker: Picker
+    keyed: bool = False
 
     def names(self) -> list[str]:
         return [r.name for r in self.replicas]
@@ -126,7 +129,7 @@ class ReplicaSet:
         self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
-        self.snapshot = Snapshot(0, (), policy.build(()))
+        self.snapshot = Snapshot(0, (), policy.build(()), _keyed(policy))
         # Read by ringlb.metrics and the status page.
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.ejections = 0
@@ -165,7 +168,8 @@ class ReplicaSet:
     def _publish(self) -> None:
         serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
         self._version += 1
-        self.snapshot = Snapshot(self._version, serving, self._policy.build(serving))
+        policy = self._policy
+        self.snapshot = Snapshot(self._version, serving, policy.build(serving), _keyed(policy))
 
     def set_policy(self, policy: Policy) -> None:
         """Switches the policy; requests in flight finish on the snapshot they read."""
@@ -397,3 +401,7 @@ class ReplicaSet:
         """Forgets every member; the runtime decides whether replicas outlive the balancer."""
         self._members.clear()
         self._publish()
+
+
+def _keyed(policy: Policy) -> bool:
+    return bool(getattr(policy, "keyed", False))

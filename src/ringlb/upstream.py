@@ -6,7 +6,11 @@ accept queue and look like a failure). A connection carries one request at a tim
 
 An exchange is driven by callbacks (`start`, then `on_done`), so the common case, an idle
 pooled connection and a small request, needs no task and no future; `exchange` wraps the
-same machinery for coroutines (connecting, waiting for the pool, streaming a body).
+same machinery for coroutines (connecting, waiting for the pool, streaming a body). A read
+that holds one whole plain answer (see `ringlb.plain`) is relayed without the parser.
+
+Exchanges in progress sit in a set the Proxy sweeps (`expire_exchanges`) instead of each
+arming a timer: the timeout is enforced to within the sweep's tick.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import httptools
 
 from ringlb import http11
 from ringlb.body_stream import BodyStream
+from ringlb.plain import plain_response
 from ringlb.relay import ResponseRelay
 from ringlb.replica import Replica
 
@@ -64,8 +69,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.last_read = 0.0
         self.sent_at = 0.0  # when the current request was sent: latency = last_read - sent_at
-        self.timer: asyncio.TimerHandle | None = None
         self.timeout = 0.0
+        self.parsing = False  # the parser is inside an answer: the rest of it goes there too
         self.writable = asyncio.Event()
         self.writable.set()
         # The answer's head as it is parsed: forwardable lines, length, Connection tokens.
@@ -81,6 +86,12 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         self.last_read = self.loop.time()
+        relay = self.relay
+        if relay is not None and not self.parsing:
+            status = plain_response(data)
+            if status and relay.whole(status, data):
+                self._finish(True)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -102,6 +113,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(UpstreamFailure("connection closed before the answer", stale=stale))
 
     # -- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.parsing = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lower = name.lower()
@@ -138,6 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.relay.body(body)
 
     def on_message_complete(self) -> None:
+        self.parsing = False
         relay = self.relay
         if relay is not None and relay.status:  # the final answer's head was seen
             relay.end()
@@ -158,7 +173,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_read = self.sent_at = self.loop.time()
         assert self.transport is not None
         self.transport.write(request)
-        self.timer = self.loop.call_later(timeout, self._on_timeout)
+        self.pool.busy.add(self)
 
     def _finish(self, keep_alive: bool) -> None:
         on_done = self.on_done
@@ -176,19 +191,15 @@ class UpstreamConnection(asyncio.Protocol):
     def _end_exchange(self) -> None:
         self.relay = None
         self.on_done = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.pool.busy.discard(self)
         self.writable.set()  # a body pump still running must notice the answer is done
 
-    def _on_timeout(self) -> None:
-        # Re-armed instead of reset on every read: a long answer that keeps flowing is
-        # fine; only `timeout` seconds without a byte is a failure.
-        quiet = self.loop.time() - self.last_read
-        if quiet < self.timeout:
-            self.timer = self.loop.call_later(self.timeout - quiet, self._on_timeout)
-            return
-        self.timer = None
+    def expired(self, now: float) -> bool:
+        """Whether the replica has been silent for `timeout` seconds in this exchange (a
+        long answer that keeps flowing is fine)."""
+        return now - self.last_read >= self.timeout
+
+    def time_out(self) -> None:
         self._fail(UpstreamFailure(f"no answer within {self.timeout:g} s"))
         self.close()
 
@@ -252,6 +263,7 @@ class UpstreamPool:
         connect_timeout: float,
         queue_size: int = 1024,
         queue_timeout: float = 5.0,
+        busy: set[UpstreamConnection] | None = None,
     ) -> None:
         self.replica = replica
         self._size = size  # also the cap on concurrent requests to this replica
@@ -260,6 +272,9 @@ class UpstreamPool:
         self._queue_timeout = queue_timeout
         self._idle: list[UpstreamConnection] = []
         self._open = 0
+        # Connections with an exchange in progress; shared by every pool of a Proxy, which
+        # sweeps it (see expire_exchanges).
+        self.busy: set[UpstreamConnection] = busy if busy is not None else set()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
 
@@ -365,3 +380,9 @@ class UpstreamPool:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+def expire_exchanges(busy: set[UpstreamConnection], now: float) -> None:
+    """Fails every exchange in `busy` whose replica has been silent for its timeout."""
+    for conn in [c for c in busy if c.expired(now)]:
+        conn.time_out()

@@ -155,6 +155,26 @@ def test_forwarding_headers_are_added_and_host_preserved(raw: Raw) -> None:
     assert forwarded["via"] == "1.0 edge, 1.1 ringlb"
 
 
+def test_a_request_in_one_read_and_in_pieces_reaches_the_replica_alike(raw: Raw) -> None:
+    """A read holding one whole plain request skips the parser (ringlb.plain); the same
+    bytes in two reads go through it. The replica sees the same request either way, and the
+    same X-Request-ID routes it to the same replica."""
+    request = get("/echo?same=1", "User-Agent: t/1", "X-Request-ID: 123456", "Accept: */*")
+    raw.send(request)
+    whole = echoed(raw.response()[2])
+    raw.send(request[:20])
+    time.sleep(0.2)
+    raw.send(request[20:])
+    pieces = echoed(raw.response()[2])
+    assert whole["headers"] == pieces["headers"]
+    assert whole["headers"][-3:] == [
+        ["X-Forwarded-For", "127.0.0.1"],
+        ["X-Forwarded-Proto", "http"],
+        ["Via", "1.1 ringlb"],
+    ]
+    assert (whole["target"], whole["server"]) == (pieces["target"], pieces["server"])
+
+
 def test_head_204_and_304_carry_no_body(raw: Raw) -> None:
     raw.send(get("/home"))
     _, headers, body = raw.response()
