@@ -171,6 +171,11 @@ defaults
 
 frontend bench
     bind 127.0.0.1:{port} backlog 4096
+    # The fields ringlb adds to every request (Host is kept as sent): the replicas read
+    # the same request behind every balancer.
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request add-header Via "1.1 haproxy"
     default_backend replicas
 
 backend replicas
@@ -237,6 +242,12 @@ http {{
             proxy_pass http://replicas;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # The fields ringlb adds to every request, and the client's Host kept: the
+            # replicas read the same request behind every balancer.
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Via "1.1 nginx";
         }}
     }}
 }}

@@ -88,10 +88,12 @@ class ProxiedRequest:
         "via",
     )
 
-    def __init__(self) -> None:
-        self.method = ""
-        self.target = b""
-        self.path = ""
+    def __init__(
+        self, method: str = "", target: bytes = b"", path: str = "", raw_head: bytes | None = None
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.path = path
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_lines = bytearray()  # forwardable header lines, serialized
@@ -106,7 +108,7 @@ class ProxiedRequest:
         self.via = b""
         self.connection_tokens: frozenset[bytes] | None = None
         self.stream: BodyStream | None = None  # set when the body is forwarded as it comes
-        self.raw_head: bytes | None = None  # a plain request, as received (nothing parsed)
+        self.raw_head = raw_head  # a plain request, as received (nothing parsed)
 
     def fields(self) -> list[tuple[bytes, bytes]]:
         """Returns the header fields (a plain request's are read only when asked for)."""
@@ -196,13 +198,11 @@ class ClientConnection(asyncio.Protocol):
         plain = plain_request(data)
         if plain is None or data.count(b"\n") - 2 > limits.max_headers:
             return False
-        method, target = plain
-        cut = target.find(b"?")
-        path = (target[:cut] if cut >= 0 else target).decode("latin-1")
+        method, target, path = plain.groups()
+        path = path.decode("latin-1")
         if path in self.admin_paths:
             return False
-        request = ProxiedRequest()
-        request.method, request.target, request.path, request.raw_head = method, target, path, data
+        request = ProxiedRequest(method.decode("latin-1"), target, path, data)
         self.deadline = 0.0
         self.busy = True
         self.proxy.begin(request, self)
@@ -386,8 +386,10 @@ class ClientConnection(asyncio.Protocol):
         """Called when an answer is complete: starts the next one, or closes, or idles."""
         self.busy = False
         self.worker = None
-        self._release_slot()
-        if not keep_alive or self.transport is None or self.transport.is_closing():
+        if self.proxying:
+            self._release_slot()
+        transport = self.transport
+        if not keep_alive or transport is None or transport.is_closing():
             self.close()
         elif self.queue:
             self._next()  # a pipelined request, or a queued refusal

@@ -15,26 +15,28 @@ It is forwarded as received, with X-Forwarded-For, X-Forwarded-Proto and Via app
 A plain response is HTTP/1.1, 2xx to 5xx (not 204 or 304), with exactly one Content-Length,
 no other hop-by-hop field, and its whole body in hand. It is forwarded byte for byte.
 
-Matching runs on a lower-cased copy (field names are case-insensitive, and `re`'s own
-case-insensitive mode is several times slower); the case-sensitive parts (method, version)
-are checked on the original bytes, and values are read from them.
+Field names are case-insensitive, the method and the version are not: the patterns match
+the names with `(?i:...)` groups only (`re`'s case-insensitive mode is slow on long runs).
 """
 
 from __future__ import annotations
 
 import re
 
-_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-z]+"  # lower-cased
-_VALUE = rb"[\t\x20-\x7e\x80-\xff]*"  # field content: no control character but HTAB
+# Possessive quantifiers (*+, ++): nothing here needs backtracking, and not recording
+# where to backtrack to makes matching about a quarter faster.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++"
+_VALUE = rb"[^\x00-\x08\n-\x1f\x7f]*+"  # field content: no control character but HTAB
 # Origin-form request target: RFC 3986 path and query characters, percent-encoding.
-_TARGET = rb"/[-a-z0-9._~%!$&'()*+,;=:@/?]*"
+_PATH = rb"/[-A-Za-z0-9._~%!$&'()*+,;=:@/]*+"
+_QUERY = rb"\?[-A-Za-z0-9._~%!$&'()*+,;=:@/?]*+"
 _PROXY_FIELD = rb"proxy-[-!#$%&'*+.^_`|~0-9a-z]*"
 
 
 def _fields(excluded: bytes, required: bytes) -> bytes:
-    """Returns a pattern for header lines, none named in `excluded`, around exactly one line
-    matching `required` (CRLF included)."""
-    other = rb"(?:(?!(?:" + excluded + rb"):)" + _TOKEN + rb":" + _VALUE + rb"\r\n)*"
+    """Returns a pattern for header lines, none named in `excluded` (lower case), around
+    exactly one line matching `required` (CRLF included)."""
+    other = rb"(?:(?!(?i:" + excluded + rb"):)" + _TOKEN + rb":" + _VALUE + rb"\r\n)*+"
     return other + required + other
 
 
@@ -46,10 +48,12 @@ _REQUEST_SPECIAL = (
     + rb"|t(?:e|railer|ransfer-encoding)|upgrade|via|x-forwarded-(?:for|proto)"
 )
 _PLAIN_REQUEST = re.compile(
-    rb"(get|head) ("
-    + _TARGET
-    + rb") http/1\.1\r\n"
-    + _fields(_REQUEST_SPECIAL, rb"host:" + _VALUE + rb"\r\n")
+    rb"(GET|HEAD) (("
+    + _PATH
+    + rb")(?:"
+    + _QUERY
+    + rb")?) HTTP/1\.1\r\n"
+    + _fields(_REQUEST_SPECIAL, rb"(?i:host):" + _VALUE + rb"\r\n")
     + rb"\r\n"
 )
 
@@ -60,29 +64,21 @@ _RESPONSE_SPECIAL = (
     + rb"|t(?:e|railer|ransfer-encoding)|upgrade"
 )
 _PLAIN_RESPONSE = re.compile(
-    rb"http/1\.1 ([2-5][0-9][0-9])(?: "
+    rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: "
     + _VALUE
     + rb")?\r\n"
-    + _fields(_RESPONSE_SPECIAL, rb"content-length:[ \t]*([0-9]{1,15})[ \t]*\r\n")
+    + _fields(_RESPONSE_SPECIAL, rb"(?i:content-length):[ \t]*+([0-9]{1,15})[ \t]*+\r\n")
     + rb"\r\n"
 )
 
 _FIELD = re.compile(rb"\r\n([^:\r\n]+):[ \t]*([^\r\n]*)")
 
 _NO_BODY = (204, 304)
-_METHODS = {"GET": b"GET ", "HEAD": b"HEAD "}
 
-
-def plain_request(data: bytes) -> tuple[str, bytes] | None:
-    """Returns (method, target) when `data` is exactly one plain request head, else None."""
-    match = _PLAIN_REQUEST.fullmatch(data.lower())
-    if match is None:
-        return None
-    method = "GET" if match.end(1) == 3 else "HEAD"
-    end = match.end(2)
-    if not data.startswith(_METHODS[method]) or data[end : end + 9] != b" HTTP/1.1":
-        return None
-    return method, data[match.start(2) : end]
+# Returns a match when its argument is exactly one plain request head, else None; the
+# groups are the method, the target and the target's path. (The pattern's own method: no
+# Python frame in between, on every request.)
+plain_request = _PLAIN_REQUEST.fullmatch
 
 
 def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -93,8 +89,8 @@ def request_fields(head: bytes) -> list[tuple[bytes, bytes]]:
 
 def plain_response(data: bytes) -> int:
     """Returns the status when `data` is exactly one whole plain response, else 0."""
-    match = _PLAIN_RESPONSE.match(data.lower())
-    if match is None or match.end() + int(match[2]) != len(data) or data[:5] != b"HTTP/":
+    match = _PLAIN_RESPONSE.match(data)
+    if match is None or match.end() + int(match[2]) != len(data):
         return 0
     status = int(match[1])
     return 0 if status in _NO_BODY else status

@@ -179,7 +179,10 @@ class Proxy:
         self.inflight += 1
         client.proxying = True  # `client.done` gives the slot back
         upstream = client.upstream_request(request)
-        first = self.choose(request, client)
+        snapshot = self.replicaset.snapshot
+        key = self.routing_key(request, client, snapshot) if snapshot.keyed else 0
+        # One pick per request: stateful policies such as round robin advance on each.
+        first = snapshot.picker.pick(key, ())
         fast = first is not None and request.stream is None
         if fast and self.try_fast(request, upstream, client, first):
             return
@@ -210,12 +213,6 @@ class Proxy:
         return RETRY
 
     # -- the fast path: callbacks only ------------------------------------------------------
-
-    def choose(self, request: ProxiedRequest, client: ClientConnection) -> Replica | None:
-        """Returns the policy's first choice for `request` (one pick per request: stateful
-        policies such as round robin advance on every pick)."""
-        snapshot = self.replicaset.snapshot
-        return snapshot.picker.pick(self.routing_key(request, client, snapshot), ())
 
     def routing_key(
         self, request: ProxiedRequest, client: ClientConnection, snapshot: Snapshot

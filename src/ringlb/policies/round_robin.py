@@ -23,6 +23,10 @@ class RoundRobinPicker:
     def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
         replicas = self._replicas
         count = len(replicas)
+        if not exclude and count:  # the first pick of a request: no loop needed
+            turn = self._next
+            self._next = turn + 1
+            return replicas[turn % count]
         for _ in range(count):
             replica = replicas[self._next % count]
             self._next += 1
