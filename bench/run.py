@@ -1,7 +1,9 @@
-"""`make bench`: ringlb, HAProxy, nginx and a replica direct, under the same wrk load.
+"""`make bench`: ringlb, HAProxy, nginx, a featureless Python proxy and a replica direct,
+under the same wrk load.
 
-ringlb starts its three replica processes; HAProxy and nginx are configured in front of
-those same processes, and `direct` is wrk against one replica. Targets alternate within each
+ringlb starts its three replica processes; HAProxy, nginx and `py-floor`
+(bench/floor_proxy.py) are put in front of those same processes, and `direct` is wrk
+against one replica. Targets alternate within each
 round so a slow drift of the machine hits every target alike. For each run we read the
 balancer's CPU time (utime + stime in /proc/<pid>/stat, balancer processes only) before
 and after, and its peak RSS (VmHWM). Then the connection-scale run holds 10,000 keep-alive
@@ -128,6 +130,7 @@ def main() -> int:
         running.append(ringlb)
         running.append(targets.Haproxy(workdir, ringlb.replicas))
         running.append(targets.Nginx(workdir, ringlb.replicas))
+        running.append(targets.PythonFloor(workdir, ringlb.replicas))
         running.append(targets.Direct(ringlb.replicas[0]))
         chosen = [t for t in running if not args.only or t.name in args.only.split(",")]
         replicas = ", ".join(f"{r.name}:{r.port}" for r in ringlb.replicas)
@@ -156,7 +159,7 @@ def main() -> int:
         scale: dict[str, dict] = {}
         if args.hold:
             for target in chosen:
-                if target.pids():
+                if target.held and target.pids():
                     print(f"bench: {args.hold} connections on {target.name}", flush=True)
                     scale[target.name] = hold_connections(target, args.hold)
                     print(f"bench: {json.dumps(scale[target.name])}", flush=True)

@@ -77,6 +77,7 @@ def replicas_of(balancer_pid: int) -> list[ReplicaEndpoint]:
 class Target:
     name = ""
     port = 0
+    held = True  # takes part in the connection-scale run (when it has processes to watch)
 
     def pids(self) -> list[int]:
         return []
@@ -133,6 +134,24 @@ class Ringlb(_Process):
         self.replicas = replicas_of(self.proc.pid)
         if len(self.replicas) != 3:
             raise RuntimeError(f"expected 3 replica processes, found {self.replicas}")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid]
+
+
+class PythonFloor(_Process):
+    """bench/floor_proxy.py in front of the same replicas: a Python proxy with no features,
+    the floor under ringlb's own cost."""
+
+    name = "py-floor"
+
+    held = False  # no limits to show: skipped by the connection-scale run
+
+    def __init__(self, workdir: Path, replicas: list[ReplicaEndpoint]) -> None:
+        self.port = free_port()
+        args = [sys.executable, str(ROOT / "bench" / "floor_proxy.py"), str(self.port)]
+        self._spawn(args + [str(r.port) for r in replicas], workdir / "floor.log")
+        self._ready("/home", "floor proxy")
 
     def pids(self) -> list[int]:
         return [self.proc.pid]
