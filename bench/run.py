@@ -67,6 +67,32 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
+# Figures compared with HAProxy's (the issue's targets), as ratios.
+COMPARED = {
+    "rps": "rps_vs_haproxy",
+    "cpu_us_per_request": "cpu_vs_haproxy",
+    "p99_ms": "p99_vs_haproxy",
+}
+
+
+def compare(runs: dict[str, list[dict]], summary: dict[str, dict]) -> None:
+    """Adds to each summary the median over the rounds of its figure divided by HAProxy's in
+    the same round: the machine's speed drifts between rounds much more than within one,
+    so per-round ratios are steadier than a ratio of medians."""
+    reference = runs.get("haproxy")
+    if not reference:
+        return
+    for name, own in runs.items():
+        for key, ratio in COMPARED.items():
+            pairs = [
+                (mine[key], theirs[key])
+                for mine, theirs in zip(own, reference, strict=False)
+                if mine.get(key) and theirs.get(key)
+            ]
+            if pairs:
+                summary[name][ratio] = statistics.median(a / b for a, b in pairs)
+
+
 def hold_connections(target: targets.Target, connections: int) -> dict:
     args = [sys.executable, str(HERE / "manyconn.py"), "--port", str(target.port)]
     args += ["--connections", str(connections)]
@@ -80,14 +106,16 @@ def hold_connections(target: targets.Target, connections: int) -> dict:
 
 def table(summary: dict[str, dict], scale: dict[str, dict]) -> str:
     """Returns the results as a Markdown table (readable in a terminal as well)."""
-    base = summary.get("haproxy", {}).get("rps")
     lines = [
-        "| target | req/s | vs HAProxy | p50 ms | p99 ms | CPU µs/req | peak RSS MiB "
-        "| errors | 10k conns: errors | 10k conns: peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | req/s | req/s vs HAProxy | p50 ms | p99 ms | p99 vs HAProxy | CPU µs/req "
+        "| CPU vs HAProxy | peak RSS MiB | errors | 10k conns: errors | 10k conns: peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ratio(s: dict, key: str) -> str:
+        return f"{s[key]:.2f} x" if key in s else "-"
+
     for name, s in summary.items():
-        ratio = f"{s['rps'] / base:.2f} x" if base else "-"
         cpu = f"{s['cpu_us_per_request']:.0f}" if "cpu_us_per_request" in s else "-"
         rss = f"{s['peak_rss_mib']:.1f}" if "peak_rss_mib" in s else "-"
         held = scale.get(name)
@@ -96,8 +124,9 @@ def table(summary: dict[str, dict], scale: dict[str, dict]) -> str:
         if held and held.get("memory_kib_after_round2"):
             held_rss = f"{held['memory_kib_after_round2']['VmHWM'] / 1024:.1f}"
         lines.append(
-            f"| {name} | {s['rps']:.0f} | {ratio} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} "
-            f"| {cpu} | {rss} | {s['errors']} | {held_errors} | {held_rss} |"
+            f"| {name} | {s['rps']:.0f} | {ratio(s, 'rps_vs_haproxy')} | {s['p50_ms']:.2f} "
+            f"| {s['p99_ms']:.2f} | {ratio(s, 'p99_vs_haproxy')} | {cpu} "
+            f"| {ratio(s, 'cpu_vs_haproxy')} | {rss} | {s['errors']} | {held_errors} | {held_rss} |"
         )
     return "\n".join(lines)
 
@@ -112,11 +141,22 @@ def main() -> int:
     parser.add_argument("--hold", type=int, default=10_000, help="connection-scale run (0: skip)")
     parser.add_argument("--only", default="", help="comma-separated subset of targets")
     parser.add_argument(
+        "--report",
+        metavar="JSON",
+        help="print the table of a saved run (bench/results/*.json) and exit",
+    )
+    parser.add_argument(
         "--policy",
         default="round_robin",
         help="ringlb's policy; round_robin matches HAProxy's and nginx's `roundrobin`",
     )
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        summary = {name: summarize(r) for name, r in saved["runs"].items()}
+        compare(saved["runs"], summary)
+        print(table(summary, saved["connection_scale"]))
+        return 0
     settings = WrkSettings(args.connections, args.threads, args.seconds)
 
     started = time.time()
@@ -155,6 +195,7 @@ def main() -> int:
                     flush=True,
                 )
         summary = {name: summarize(r) for name, r in runs.items()}
+        compare(runs, summary)
 
         scale: dict[str, dict] = {}
         if args.hold:
