@@ -308,6 +308,16 @@ def test_http_1_0_client_gets_its_connection_closed(lb: BalancerProcess) -> None
         client.close()
 
 
+def test_a_client_asking_to_close_gets_it_said_and_done(raw: Raw) -> None:
+    """The replica's answer to /home could go through byte for byte, but not to a client
+    that sent Connection: close: it must say so and close."""
+    raw.send(get("/home", "Connection: close"))
+    status, headers, body = raw.response()
+    assert status == 200 and headers[b"connection"] == b"close"
+    assert body.startswith(b'{"message":"Hello from Server: ')
+    assert raw.closed_by_peer()
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
