@@ -5,7 +5,9 @@ Usage: scripts/faults_table.py FIGURES.jsonl [DOC.md]
 
 FIGURES.jsonl holds one JSON object per fault test (tests/faults/faultlib.py `Figures`,
 written when RINGLB_FAULTS_REPORT names the file). The table replaces whatever is between
-the two marker lines of DOC.md (default docs/reliability.md); the rest is left alone.
+the two marker lines of DOC.md (default docs/reliability.md); the rest is left alone. Rows
+of faults that did not run this time (the opt-in ones) are kept from the previous table,
+marked as earlier figures, so a default run does not erase them.
 """
 
 from __future__ import annotations
@@ -25,8 +27,25 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
-def render(rows: list[dict]) -> str:
-    """Returns the markdown table of `rows`, one line per fault, in the order they ran."""
+EARLIER = " (figures of an earlier run: this fault's test did not run this time)"
+
+
+def earlier_rows(table: str, rows: list[dict]) -> list[str]:
+    """Returns the lines of `table` for faults (name and runtime) not among `rows`."""
+    measured = {(row["fault"], row["runtime"]) for row in rows}
+    kept = []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 7 or cells[0] in ("fault", "---"):
+            continue
+        if (cells[0], cells[1]) not in measured:
+            kept.append(line if line.endswith(EARLIER + " |") else line[:-2] + EARLIER + " |")
+    return kept
+
+
+def render(rows: list[dict], kept: list[str]) -> str:
+    """Returns the markdown table of `rows`, one line per fault, in the order they ran,
+    then the `kept` lines of faults that did not run."""
     lines = [
         f"Measured by `make faults` on {time.strftime('%Y-%m-%d')} "
         f"({platform.system()}, {os.cpu_count()} cores, Python {platform.python_version()}).",
@@ -43,7 +62,7 @@ def render(rows: list[dict]) -> str:
             seconds(row.get("recovery_s")),
         ]
         lines.append(f"| {row['fault']} | {row['runtime']} | {' | '.join(figures)} | {note} |")
-    return "\n".join(lines)
+    return "\n".join(lines + kept)
 
 
 def main(argv: list[str]) -> int:
@@ -61,9 +80,10 @@ def main(argv: list[str]) -> int:
         print(f"{doc}: markers not found ({START} ... {END})", file=sys.stderr)
         return 1
     head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{START}\n{render(rows)}\n{END}{tail}")
-    print(f"{doc}: {len(rows)} fault(s) written")
+    previous, tail = rest.split(END, 1)
+    kept = earlier_rows(previous, rows)
+    doc.write_text(f"{head}{START}\n{render(rows, kept)}\n{END}{tail}")
+    print(f"{doc}: {len(rows)} fault(s) written, {len(kept)} kept from the previous table")
     return 0
 
 
