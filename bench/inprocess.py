@@ -127,10 +127,14 @@ async def main() -> None:
     best = min(_timed(one, args.batch) for _ in range(7))
     sampled = 200
     ops, calls = count(one, sampled)
+    counted = (
+        f"{sum(ops.values()) / sampled:.0f} bytecode instructions"
+        if ops
+        else "bytecode instructions not counted (no opcode events from this interpreter)"
+    )
     print(
         f"{args.policy}: {best * 1e6:.2f} µs of CPU per request (best of 7 batches), "
-        f"{sum(ops.values()) / sampled:.0f} bytecode instructions in "
-        f"{sum(calls.values()) / sampled:.1f} Python calls"
+        f"{counted} in {sum(calls.values()) / sampled:.1f} Python calls"
     )
     for name, n in ops.most_common(args.top):
         print(f"  {n / sampled:6.1f} instructions {calls[name] / sampled:4.1f} calls  {name}")
