@@ -160,19 +160,29 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- exchange --------------------------------------------------------------------------
 
+    def usable(self) -> bool:
+        """Whether a request can be written now. A replica that closed the connection (or
+        died) makes the transport close at once but `connection_lost` comes a little later,
+        after other callbacks of the same loop turn: `closed` alone is not enough."""
+        transport = self.transport
+        return not self.closed and transport is not None and not transport.is_closing()
+
     def start(
         self, request: bytes, relay: ResponseRelay, head_only: bool, timeout: float, on_done: Done
     ) -> None:
         """Sends `request` and relays the answer; calls `on_done(keep_alive, None)` at its
         end, or `on_done(False, failure)`. `timeout` bounds every silence of the replica."""
+        if not self.usable():
+            # Nothing was sent: a stale connection, so the request may go elsewhere or anew.
+            on_done(False, UpstreamFailure("connection closed before the request", stale=True))
+            return
         self.relay = relay
         self.on_done = on_done
         self.head_only = head_only
         self.got_bytes = False
         self.timeout = timeout
         self.last_read = self.sent_at = self.loop.time()
-        assert self.transport is not None
-        self.transport.write(request)
+        self.transport.write(request)  # type: ignore[union-attr]  # usable() saw it
         self.pool.busy.add(self)
 
     def _finish(self, keep_alive: bool) -> None:
@@ -283,7 +293,7 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if conn.usable():
                 conn.reused = True
                 return conn
         return None
