@@ -36,7 +36,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # What on_header does with a field, by lower-case name; every other field is forwarded.
 _DROP, _HOST, _FORWARDED_FOR, _VIA, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT = range(8)
-_SPECIAL = {name: _DROP for name in http11.HOP_BY_HOP} | {
+_SPECIAL = {name: _DROP for name in http11.REWRITTEN_REQUEST_FIELDS} | {
     b"host": _HOST,
     b"x-forwarded-for": _FORWARDED_FOR,
     b"via": _VIA,
@@ -157,10 +157,7 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local:
             self.local = b"%s:%d" % (str(local[0]).encode(), local[1])
-        self.forwarded = b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nVia: %s\r\n\r\n" % (
-            self.peer,
-            http11.VIA,
-        )
+        self.forwarded = http11.forwarding_fields(self.peer, http11.VIA) + b"\r\n"
         if len(self.proxy.clients) >= self.proxy.capacity.max_connections:
             body = contract.failure(contract.TOO_MANY_CONNECTIONS)
             self.write(http11.json_response(503, body, keep_alive=False, extra=http11.RETRY_AFTER))
@@ -386,8 +383,7 @@ class ClientConnection(asyncio.Protocol):
         """Called when an answer is complete: starts the next one, or closes, or idles."""
         self.busy = False
         self.worker = None
-        if self.proxying:
-            self._release_slot()
+        self._release_slot()
         transport = self.transport
         if not keep_alive or transport is None or transport.is_closing():
             self.close()
@@ -470,11 +466,7 @@ class ClientConnection(asyncio.Protocol):
                 b" HTTP/1.1\r\n",
                 head,
                 host,
-                b"X-Forwarded-For: ",
-                forwarded_for,
-                b"\r\nX-Forwarded-Proto: http\r\nVia: ",
-                via,
-                b"\r\n",
+                http11.forwarding_fields(forwarded_for, via),
                 framing,
                 b"\r\n",
                 body,

@@ -23,9 +23,25 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Request fields the proxy drops or rewrites besides those (connection._SPECIAL says how).
+REWRITTEN_REQUEST_FIELDS = HOP_BY_HOP | {
+    b"host",
+    b"expect",
+    b"via",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+}
+
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 VIA = b"1.1 ringlb"
+
+
+def forwarding_fields(forwarded_for: bytes, via: bytes) -> bytes:
+    """Returns the X-Forwarded-For, X-Forwarded-Proto and Via lines the proxy adds to a
+    request, given the full values of the first and the last."""
+    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nVia: %s\r\n" % (forwarded_for, via)
+
 
 # Sent with every 503 the balancer gives for want of capacity.
 RETRY_AFTER = [(b"Retry-After", b"1")]

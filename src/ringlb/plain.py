@@ -22,6 +22,9 @@ the names with `(?i:...)` groups only (`re`'s case-insensitive mode is slow on l
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from ringlb.http11 import HOP_BY_HOP, REWRITTEN_REQUEST_FIELDS
 
 # Possessive quantifiers (*+, ++): nothing here needs backtracking, and not recording
 # where to backtrack to makes matching about a quarter faster.
@@ -30,7 +33,17 @@ _VALUE = rb"[^\x00-\x08\n-\x1f\x7f]*+"  # field content: no control character bu
 # Origin-form request target: RFC 3986 path and query characters, percent-encoding.
 _PATH = rb"/[-A-Za-z0-9._~%!$&'()*+,;=:@/]*+"
 _QUERY = rb"\?[-A-Za-z0-9._~%!$&'()*+,;=:@/?]*+"
-_PROXY_FIELD = rb"proxy-[-!#$%&'*+.^_`|~0-9a-z]*"
+
+
+def _names(names: Iterable[bytes]) -> bytes:
+    """Returns an alternation matching the lower-case field `names`, and every Proxy-*
+    field. Alternatives are grouped by first letter (`c(?:onnection|ontent-length)`): `re`
+    tries them in order, on every header line."""
+    by_letter: dict[bytes, list[bytes]] = {}
+    for name in sorted(n for n in names if not n.startswith(b"proxy-")):
+        by_letter.setdefault(name[:1], []).append(re.escape(name[1:]))
+    groups = [first + b"(?:" + b"|".join(rests) + b")" for first, rests in by_letter.items()]
+    return b"|".join([*groups, rb"proxy-[-!#$%&'*+.^_`|~0-9a-z]*"])
 
 
 def _fields(excluded: bytes, required: bytes) -> bytes:
@@ -40,13 +53,8 @@ def _fields(excluded: bytes, required: bytes) -> bytes:
     return other + required + other
 
 
-# What the general request path drops or rewrites (connection._SPECIAL), and Host.
-# Alternatives are grouped by first letter: `re` tries them in order, on every line.
-_REQUEST_SPECIAL = (
-    rb"c(?:onnection|ontent-length)|expect|host|keep-alive|"
-    + _PROXY_FIELD
-    + rb"|t(?:e|railer|ransfer-encoding)|upgrade|via|x-forwarded-(?:for|proto)"
-)
+# What the general request path drops or rewrites (Host among them).
+_REQUEST_SPECIAL = _names(REWRITTEN_REQUEST_FIELDS)
 _PLAIN_REQUEST = re.compile(
     rb"(GET|HEAD) (("
     + _PATH
@@ -57,12 +65,8 @@ _PLAIN_REQUEST = re.compile(
     + rb"\r\n"
 )
 
-# http11.HOP_BY_HOP; Content-Length is matched by the required line instead.
-_RESPONSE_SPECIAL = (
-    rb"c(?:onnection|ontent-length)|keep-alive|"
-    + _PROXY_FIELD
-    + rb"|t(?:e|railer|ransfer-encoding)|upgrade"
-)
+# Hop-by-hop fields; Content-Length among them, matched by the required line instead.
+_RESPONSE_SPECIAL = _names(HOP_BY_HOP)
 _PLAIN_RESPONSE = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9])(?: "
     + _VALUE

@@ -180,9 +180,8 @@ class Proxy:
         client.proxying = True  # `client.done` gives the slot back
         upstream = client.upstream_request(request)
         snapshot = self.replicaset.snapshot
-        key = self.routing_key(request, client, snapshot) if snapshot.keyed else 0
         # One pick per request: stateful policies such as round robin advance on each.
-        first = snapshot.picker.pick(key, ())
+        first = snapshot.picker.pick(self.routing_key(request, client, snapshot), ())
         fast = first is not None and request.stream is None
         if fast and self.try_fast(request, upstream, client, first):
             return

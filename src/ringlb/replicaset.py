@@ -129,7 +129,7 @@ class ReplicaSet:
         self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
-        self.snapshot = Snapshot(0, (), policy.build(()), _keyed(policy))
+        self.snapshot = Snapshot(0, (), policy.build(()), policy.keyed)
         # Read by ringlb.metrics and the status page.
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.ejections = 0
@@ -169,7 +169,7 @@ class ReplicaSet:
         serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
         self._version += 1
         policy = self._policy
-        self.snapshot = Snapshot(self._version, serving, policy.build(serving), _keyed(policy))
+        self.snapshot = Snapshot(self._version, serving, policy.build(serving), policy.keyed)
 
     def set_policy(self, policy: Policy) -> None:
         """Switches the policy; requests in flight finish on the snapshot they read."""
@@ -401,7 +401,3 @@ class ReplicaSet:
         """Forgets every member; the runtime decides whether replicas outlive the balancer."""
         self._members.clear()
         self._publish()
-
-
-def _keyed(policy: Policy) -> bool:
-    return bool(getattr(policy, "keyed", False))

@@ -66,6 +66,7 @@ def sampled_layout(size: int, owners: Sequence[Replica], positions: Sequence[int
 
 class Policy(Protocol):
     name: str
+    keyed: bool  # whether its pickers route on the request key (hash policies)
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
         """Returns a picker over `replicas`, given in join order."""
