@@ -21,9 +21,9 @@ import uvloop
 
 from ringlb.app import Balancer
 from ringlb.config import Settings
-from ringlb.replica import Replica
-from ringlb.replicaset import Snapshot
-from ringlb.upstream import UpstreamConnection
+from ringlb.control.membership import Snapshot
+from ringlb.dataplane.upstream import UpstreamConnection
+from ringlb.model import Replica
 
 REQUEST = b"GET /home HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n\r\n"
 KEYED_REQUEST = REQUEST[:-2] + b"X-Request-ID: 123456\r\n\r\n"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from ringlb.model import Replica
 from ringlb.policies import make_policy
-from ringlb.replica import Replica
 
 SEED = 20261126
 KEYS = 10_000

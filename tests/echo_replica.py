@@ -14,7 +14,7 @@ import os
 from aiohttp import web
 
 from ringlb import contract
-from ringlb.lifeline import die_with_parent
+from ringlb.replica.lifeline import die_with_parent
 
 
 def make_app(server_id: str) -> web.Application:

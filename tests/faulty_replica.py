@@ -18,7 +18,7 @@ import json
 from aiohttp import web
 
 from echo_replica import make_app, replica_arguments
-from ringlb.lifeline import die_with_parent
+from ringlb.replica.lifeline import die_with_parent
 
 FAULT_PREFIX = "/_fault/"
 

@@ -10,19 +10,19 @@ import random
 import resource
 import signal
 
-from ringlb.access_log import AccessLog
-from ringlb.admin import AdminAPI
-from ringlb.autoscaler import Autoscaler, ScalingRules
+from ringlb.admin.api import AdminAPI
+from ringlb.admin.observability import ObservabilityRoutes
 from ringlb.config import Settings, SettingsError
-from ringlb.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
-from ringlb.health import HeartbeatMonitor, HeartbeatProber
-from ringlb.keys import RandomKeys, make_key_source
-from ringlb.observability import ObservabilityRoutes
+from ringlb.control.autoscaler import Autoscaler, ScalingRules
+from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
+from ringlb.control.membership import OutlierRules, ReplicaSet
+from ringlb.control.supervisor import Backoff, Supervisor
+from ringlb.dataplane.access_log import AccessLog
+from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
+from ringlb.dataplane.forward import Capacity, ClientLimits, Proxy
+from ringlb.dataplane.keys import RandomKeys, make_key_source
 from ringlb.policies import capacity_error, make_policy
-from ringlb.proxy import Capacity, ClientLimits, Proxy
-from ringlb.replicaset import OutlierRules, ReplicaSet
 from ringlb.runtimes import Runtime, make_runtime
-from ringlb.supervisor import Backoff, Supervisor
 
 log = logging.getLogger("ringlb")
 

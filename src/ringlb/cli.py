@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     if command == "replica":
-        from ringlb.lifeline import die_with_parent
-        from ringlb.replica_server import serve_replica
+        from ringlb.replica.lifeline import die_with_parent
+        from ringlb.replica.server import serve_replica
 
         die_with_parent()
         serve_replica(args["id"], args["host"], args["port"])

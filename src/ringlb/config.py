@@ -32,7 +32,7 @@ from pydantic_settings import (
 )
 
 from ringlb.contract import is_valid_hostname
-from ringlb.keys import DEFAULT_KEY_SOURCE, make_key_source
+from ringlb.dataplane.keys import DEFAULT_KEY_SOURCE, make_key_source
 
 RuntimeName = Literal["process", "docker"]
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbtest import BalancerProcess, request
-from ringlb.lifeline import PARENT_PID_ENV
+from ringlb.replica.lifeline import PARENT_PID_ENV
 
 REPORT_ENV = "RINGLB_FAULTS_REPORT"
 FAULTY_REPLICA = Path(__file__).resolve().parents[1] / "faulty_replica.py"

@@ -11,7 +11,7 @@ import pytest
 from contract_checks import CHECKS, HOME_RE, error_body
 
 from lbtest import BalancerProcess, cmdline, replica_processes, request
-from ringlb.ring import HashRing, RingParams
+from ringlb.policies.ring import HashRing, RingParams
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def test_forwarding_headers_are_added_and_host_preserved(raw: Raw) -> None:
 
 
 def test_a_request_in_one_read_and_in_pieces_reaches_the_replica_alike(raw: Raw) -> None:
-    """A read holding one whole plain request skips the parser (ringlb.plain); the same
+    """A read holding one whole plain request skips the parser (ringlb.dataplane.plain); the same
     bytes in two reads go through it. The replica sees the same request either way, and the
     same X-Request-ID routes it to the same replica."""
     request = get("/echo?same=1", "User-Agent: t/1", "X-Request-ID: 123456", "Accept: */*")

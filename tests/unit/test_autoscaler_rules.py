@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringlb.autoscaler import ScalingRules, decide
+from ringlb.control.autoscaler import ScalingRules, decide
 
 RULES = ScalingRules(
     min_replicas=1, max_replicas=6, target_inflight=4, tolerance=0.25, up_cooldown=10,

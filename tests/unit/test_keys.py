@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringlb.keys import key_from_text, make_key_source
+from ringlb.dataplane.keys import key_from_text, make_key_source
 
 HEADERS = [
     (b"Host", b"lb"),

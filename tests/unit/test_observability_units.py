@@ -9,9 +9,9 @@ import re
 import pytest
 
 from ringlb.logformat import JsonFormatter, LogfmtFormatter, logfmt_value
+from ringlb.model import LATENCY_BOUNDS, Replica
 from ringlb.policies import make_policy
 from ringlb.policies.base import LAYOUT_POINTS
-from ringlb.replica import LATENCY_BOUNDS, Replica
 
 
 def replicas(count: int) -> list[Replica]:

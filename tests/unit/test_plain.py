@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringlb import http11
-from ringlb.plain import plain_request, plain_response, request_fields
+from ringlb.dataplane import http11
+from ringlb.dataplane.plain import plain_request, plain_response, request_fields
 
 REQUEST_SPECIAL = http11.HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"via"}
 

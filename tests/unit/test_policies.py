@@ -12,10 +12,10 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringlb.hashing import make_hasher
+from ringlb.model import Replica
 from ringlb.policies import REGISTRY, PolicyError, describe_policy, make_policy
+from ringlb.policies.hashing import make_hasher
 from ringlb.policies.maglev import _weighted_turns, populate
-from ringlb.replica import Replica
 
 HASH_POLICIES = [name for name, factory in REGISTRY.items() if getattr(factory, "keyed", False)]
 # Every registered policy, and every hash policy again with bounded loads.

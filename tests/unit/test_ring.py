@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from ringlb.ring import HashRing, RingFullError, RingParams
+from ringlb.policies.ring import HashRing, RingFullError, RingParams
 
 # PHI(i, j) = i^2 + j^2 + 2j + 25 (mod 512), j = 0..8, probing +1, +4, +9 on collision:
 # replica 1: 26 29 34 41 50 61 74 89 106 (no collision)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ringlb.relay import ResponseRelay
-from ringlb.replica import Replica
-from ringlb.upstream import UpstreamFailure, UpstreamPool
+from ringlb.dataplane.relay import ResponseRelay
+from ringlb.dataplane.upstream import UpstreamFailure, UpstreamPool
+from ringlb.model import Replica
 
 
 async def test_a_connection_closing_but_not_yet_lost_is_neither_pooled_nor_written() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ringlb.analysis import charts
 from ringlb.analysis.distribution import LoadStats
-from ringlb.ring import (
+from ringlb.policies.ring import (
     HashRing,
     RingParams,
     assignment_key_hash,
@@ -149,8 +149,8 @@ def compute(
 def policy_assigner(policy_name: str, join_order: Sequence[str]) -> Callable[[int], Lookup]:
     """Returns n -> lookup of the registered policy `policy_name` (default options) over the
     first n replicas of `join_order`, with ring ids 1..n: its offline prediction."""
+    from ringlb.model import Replica
     from ringlb.policies import make_policy
-    from ringlb.replica import Replica
 
     policy = make_policy(policy_name)
 

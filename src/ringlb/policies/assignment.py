@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterator, Sequence
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Layout, Picker, sampled_layout
-from ringlb.replica import Replica
-from ringlb.ring import HashRing, RingParams
+from ringlb.policies.ring import HashRing, RingParams
 
 
 class RingPicker:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from ringlb.replica import Replica
+from ringlb.model import Replica
 
 
 class Picker(Protocol):

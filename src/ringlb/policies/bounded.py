@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Container, Iterator, Sequence
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, KeyedPicker, Layout, Picker, Policy
-from ringlb.replica import Replica
 
 
 class BoundedPicker:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker
-from ringlb.replica import Replica
 
 
 class LeastConnectionsPicker:

@@ -15,7 +15,7 @@ from collections.abc import Container, Iterator, Sequence
 from itertools import cycle, islice
 from typing import TypeVar
 
-from ringlb.hashing import make_hasher
+from ringlb.model import Replica
 from ringlb.policies.base import (
     EmptyPicker,
     Layout,
@@ -24,8 +24,8 @@ from ringlb.policies.base import (
     first_allowed,
     sampled_layout,
 )
+from ringlb.policies.hashing import make_hasher
 from ringlb.policies.options import PolicyError, integer, is_prime
-from ringlb.replica import Replica
 
 DEFAULT_TABLE_SIZE = 65537
 # A table is filled on the event loop: about 1 s per million entries here.

@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 from collections.abc import Container, Sequence
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker
 from ringlb.policies.options import optional_seed
-from ringlb.replica import Replica
 
 
 class TwoChoicesPicker:

@@ -10,9 +10,9 @@ from bisect import bisect_right
 from collections.abc import Container, Sequence
 from itertools import accumulate
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker
 from ringlb.policies.options import optional_seed
-from ringlb.replica import Replica
 
 
 class RandomPicker:

@@ -14,9 +14,9 @@ from collections.abc import Container, Iterator, Sequence
 
 from xxhash import xxh64_intdigest
 
-from ringlb.hashing import SPACE64, make_hasher
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker, equal_weights, first_allowed
-from ringlb.replica import Replica
+from ringlb.policies.hashing import SPACE64, make_hasher
 
 
 class RendezvousPicker:

@@ -13,11 +13,11 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Container, Iterator, Sequence
 
-from ringlb.hashing import SPACE64, make_hasher
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Layout, Picker, first_allowed, sampled_layout
+from ringlb.policies.hashing import SPACE64, make_hasher
 from ringlb.policies.options import PolicyError, integer
-from ringlb.replica import Replica
-from ringlb.ring import distinct_round, probe_free_slot
+from ringlb.policies.ring import distinct_round, probe_free_slot
 
 UNIFORM_DEFAULT_SLOTS = 1 << 32  # ketama's continuum
 POLYNOMIAL_DEFAULT_SLOTS = 512  # the specification's ring

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
+from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker, equal_weights
-from ringlb.replica import Replica
 
 
 class RoundRobinPicker:

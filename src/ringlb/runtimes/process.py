@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ringlb.lifeline import PARENT_PID_ENV
+from ringlb.replica.lifeline import PARENT_PID_ENV
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
 
 log = logging.getLogger("ringlb.runtime.process")

@@ -20,14 +20,14 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from ringlb.control.membership import ReplicaSet
+from ringlb.model import LATENCY_BOUNDS
 from ringlb.policies.base import Layout
-from ringlb.replica import LATENCY_BOUNDS
-from ringlb.replicaset import ReplicaSet
 
 if TYPE_CHECKING:
-    from ringlb.autoscaler import Autoscaler
-    from ringlb.proxy import Proxy
-    from ringlb.supervisor import Supervisor
+    from ringlb.control.autoscaler import Autoscaler
+    from ringlb.control.supervisor import Supervisor
+    from ringlb.dataplane.forward import Proxy
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 

@@ -18,24 +18,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ringlb import contract, http11
-from ringlb.access_log import AccessLog
-from ringlb.admin import AdminAPI
-from ringlb.body_stream import BodyAborted
-from ringlb.connection import BOTH, ClientConnection, ClientLimits, ProxiedRequest
-from ringlb.keys import DEFAULT_KEY_SOURCE, KeySource, RandomKeys, make_key_source
-from ringlb.relay import ResponseRelay
-from ringlb.replica import Replica
-from ringlb.replicaset import ReplicaSet, Snapshot
-from ringlb.upstream import (
+from ringlb import contract
+from ringlb.admin.api import AdminAPI
+from ringlb.control.membership import ReplicaSet, Snapshot
+from ringlb.dataplane import http11
+from ringlb.dataplane.access_log import AccessLog
+from ringlb.dataplane.body_stream import BodyAborted
+from ringlb.dataplane.connection import BOTH, ClientConnection, ClientLimits, ProxiedRequest
+from ringlb.dataplane.keys import DEFAULT_KEY_SOURCE, KeySource, RandomKeys, make_key_source
+from ringlb.dataplane.relay import ResponseRelay
+from ringlb.dataplane.upstream import (
     Overloaded,
     UpstreamConnection,
     UpstreamFailure,
     UpstreamPool,
     expire_exchanges,
 )
+from ringlb.model import Replica
 
-log = logging.getLogger("ringlb.proxy")
+log = logging.getLogger("ringlb.dataplane.forward")
 
 DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
 
@@ -98,7 +99,7 @@ class Proxy:
         self.exchanges: set[UpstreamConnection] = set()  # in progress, on every pool
         self.clients: set[ClientConnection] = set()
         self.now = 0.0  # coarse clock for client deadlines, advanced by `run_deadlines`
-        # Plain counters read by ringlb.metrics at scrape time (see Replica.count_answer).
+        # Plain counters read by ringlb.admin.metrics at scrape time (see Replica.count_answer).
         self.retries = 0  # attempts after a failed one (same replica anew, or the next one)
         self.all_failed = 0  # 502s: every attempt failed
         self.no_replica = 0  # 503s: nothing to route to

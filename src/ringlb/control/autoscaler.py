@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringlb.contract import ContractError, MembershipRequest
-from ringlb.replicaset import MemberState, ReplicaSet
+from ringlb.control.membership import MemberState, ReplicaSet
 
-log = logging.getLogger("ringlb.autoscaler")
+log = logging.getLogger("ringlb.control.autoscaler")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class Autoscaler:
         self._clock = clock
         self._samples: deque[float] = deque(maxlen=max(1, round(rules.window / rules.tick)))
         self._last_change = clock()
-        self.decisions = {"up": 0, "down": 0}  # read by ringlb.metrics
+        self.decisions = {"up": 0, "down": 0}  # read by ringlb.admin.metrics
 
     def sample(self) -> float:
         """Records the current in-flight requests per serving replica; returns the mean

@@ -19,7 +19,7 @@ class Replica:
     reused). `inflight` is the number of requests the proxy has open on it; it and the answer
     counters are the only fields that change after creation, and only the data plane writes
     them. The counters are plain integers bumped per answer (a Prometheus client object per
-    request would cost more than the rest of the bookkeeping); `ringlb.metrics` reads them
+    request would cost more than the rest of the bookkeeping); `ringlb.admin.metrics` reads them
     at scrape time.
     """
 

@@ -5,7 +5,7 @@ answers them strictly in order (pipelining), and hands each proxied request to t
 `Proxy`. Admin paths go to the `AdminAPI` instead. Request heads are rebuilt for the
 replica while they are parsed, so forwarding costs one join, not a second pass.
 
-A read that holds exactly one plain request (see `ringlb.plain`: a small GET or HEAD with
+A read that holds exactly one plain request (see `ringlb.dataplane.plain`: a small GET or HEAD with
 ordinary headers) skips the parser: it is forwarded as received, with our fields appended.
 """
 
@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from ringlb import contract, http11
-from ringlb.body_stream import BodyStream
-from ringlb.plain import plain_request, request_fields
+from ringlb import contract
+from ringlb.dataplane import http11
+from ringlb.dataplane.body_stream import BodyStream
+from ringlb.dataplane.plain import plain_request, request_fields
 
 if TYPE_CHECKING:
-    from ringlb.proxy import Proxy
-    from ringlb.upstream import UpstreamConnection
+    from ringlb.dataplane.forward import Proxy
+    from ringlb.dataplane.upstream import UpstreamConnection
 
-log = logging.getLogger("ringlb.proxy")
+log = logging.getLogger("ringlb.dataplane.forward")
 
 MAX_PIPELINE = 32  # queued requests per connection before we stop reading from it
 STREAM_THRESHOLD = 256 * 1024  # request bodies above this are forwarded while they arrive

@@ -11,10 +11,10 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from ringlb.replica import Replica
+from ringlb.model import Replica
 
 if TYPE_CHECKING:
-    from ringlb.connection import ProxiedRequest
+    from ringlb.dataplane.connection import ProxiedRequest
 
 log = logging.getLogger("ringlb.access")
 

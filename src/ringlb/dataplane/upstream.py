@@ -7,7 +7,7 @@ accept queue and look like a failure). A connection carries one request at a tim
 An exchange is driven by callbacks (`start`, then `on_done`), so the common case, an idle
 pooled connection and a small request, needs no task and no future; `exchange` wraps the
 same machinery for coroutines (connecting, waiting for the pool, streaming a body). A read
-that holds one whole plain answer (see `ringlb.plain`) is relayed without the parser.
+that holds one whole plain answer (see `ringlb.dataplane.plain`) is relayed without the parser.
 
 Exchanges in progress sit in a set the Proxy sweeps (`expire_exchanges`) instead of each
 arming a timer: the timeout is enforced to within the sweep's tick.
@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 import httptools
 
-from ringlb import http11
-from ringlb.body_stream import BodyStream
-from ringlb.plain import plain_response
-from ringlb.relay import ResponseRelay
-from ringlb.replica import Replica
+from ringlb.dataplane import http11
+from ringlb.dataplane.body_stream import BodyStream
+from ringlb.dataplane.plain import plain_response
+from ringlb.dataplane.relay import ResponseRelay
+from ringlb.model import Replica
 
 Done = Callable[[bool, "UpstreamFailure | None"], None]
 

@@ -12,9 +12,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from ringlb.replicaset import ReplicaSet, SpawnError
+from ringlb.control.membership import ReplicaSet, SpawnError
 
-log = logging.getLogger("ringlb.supervisor")
+log = logging.getLogger("ringlb.control.supervisor")
 
 
 class Backoff:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import mmh3
 import xxhash
 
-from ringlb.replica import Replica
+from ringlb.model import Replica
 
 MASK64 = (1 << 64) - 1
 SPACE64 = 1 << 64

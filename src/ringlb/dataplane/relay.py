@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ringlb import contract, http11
+from ringlb import contract
+from ringlb.dataplane import http11
 
 _NO_BODY = (204, 304)
 
@@ -69,7 +70,7 @@ class ResponseRelay:
         return self._keep_alive
 
     def whole(self, status: int, data: bytes) -> bool:
-        """Relays a whole plain answer (`ringlb.plain.plain_response`) as it is; returns
+        """Relays a whole plain answer (`ringlb.dataplane.plain.plain_response`) as it is; returns
         False, having done nothing, when it must be rewritten or held back instead."""
         if not self._verbatim or status == 404 or (status >= 500 and self._retry_5xx):
             return False

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ringlb.http11 import HOP_BY_HOP, REWRITTEN_REQUEST_FIELDS
+from ringlb.dataplane.http11 import HOP_BY_HOP, REWRITTEN_REQUEST_FIELDS
 
 # Possessive quantifiers (*+, ++): nothing here needs backtracking, and not recording
 # where to backtrack to makes matching about a quarter faster.

@@ -12,10 +12,10 @@ import logging
 
 import aiohttp
 
-from ringlb.replica import Replica
-from ringlb.replicaset import MemberState, ReplicaSet
+from ringlb.control.membership import MemberState, ReplicaSet
+from ringlb.model import Replica
 
-log = logging.getLogger("ringlb.health")
+log = logging.getLogger("ringlb.control.health")
 
 
 class HeartbeatProber:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from ringlb import contract
 from ringlb.contract import ContractError
+from ringlb.control.membership import ReplicaSet
 from ringlb.policies import PolicyError, capacity_error, describe_policy, make_policy
-from ringlb.replicaset import ReplicaSet
 
 log = logging.getLogger("ringlb.admin")
 

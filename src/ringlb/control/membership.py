@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from ringlb import contract
 from ringlb.contract import ContractError, MembershipRequest
+from ringlb.model import Replica
 from ringlb.policies import Picker, Policy
-from ringlb.replica import Replica
 from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
 
-log = logging.getLogger("ringlb.replicaset")
+log = logging.getLogger("ringlb.control.membership")
 
 Probe = Callable[[Replica], Awaitable[bool]]
 
@@ -130,7 +130,7 @@ class ReplicaSet:
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
         self.snapshot = Snapshot(0, (), policy.build(()), policy.keyed)
-        # Read by ringlb.metrics and the status page.
+        # Read by ringlb.admin.metrics and the status page.
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.ejections = 0
         self.deaths = 0

@@ -11,15 +11,15 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ringlb import contract
-from ringlb.admin import AdminResponse, Handler
-from ringlb.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
+from ringlb.admin.api import AdminResponse, Handler
+from ringlb.admin.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
+from ringlb.control.membership import ReplicaSet
 from ringlb.policies import describe_policy
-from ringlb.replicaset import ReplicaSet
 
 if TYPE_CHECKING:
-    from ringlb.autoscaler import Autoscaler
-    from ringlb.proxy import Proxy
-    from ringlb.supervisor import Supervisor
+    from ringlb.control.autoscaler import Autoscaler
+    from ringlb.control.supervisor import Supervisor
+    from ringlb.dataplane.forward import Proxy
 
 HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
 NO_STORE = [(b"Cache-Control", b"no-store")]
@@ -42,7 +42,7 @@ class ObservabilityRoutes:
         self._metrics = MetricsExporter(
             BalancerCollector(replicaset, proxy, supervisor, self._layouts, autoscaler)
         )
-        self._page = resources.files("ringlb").joinpath("dashboard.html").read_bytes()
+        self._page = resources.files("ringlb.admin").joinpath("dashboard.html").read_bytes()
         self.routes: dict[str, dict[str, Handler]] = {
             "/metrics": {"GET": self.metrics, "HEAD": self.metrics},
             "/status": {"GET": self.status, "HEAD": self.status},
