@@ -21,9 +21,8 @@ import uvloop
 
 from ringlb.app import Balancer
 from ringlb.config import Settings
-from ringlb.control.membership import Snapshot
-from ringlb.dataplane.upstream import UpstreamConnection
-from ringlb.model import Replica
+from ringlb.dataplane.testing import MemoryTransport, pooled_connections
+from ringlb.model import Replica, Snapshot
 
 REQUEST = b"GET /home HTTP/1.1\r\nHost: 127.0.0.1:5000\r\n\r\n"
 KEYED_REQUEST = REQUEST[:-2] + b"X-Request-ID: 123456\r\n\r\n"
@@ -35,49 +34,31 @@ ANSWER = (
 )
 
 
-class MemoryTransport:
-    """Records writes into a shared list, as (transport, bytes)."""
+class SinkTransport(MemoryTransport):
+    """Records writes into a list shared by every transport, as (transport, bytes)."""
 
-    def __init__(self, sink: list) -> None:
-        self.sink = sink
+    sink: list = []
 
     def write(self, data: bytes) -> None:
         self.sink.append((self, data))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 40000) if name in ("peername", "sockname") else None
 
 
 def rig(policy: str, request: bytes):
     """Returns a function that proxies one request through a balancer with 3 replicas."""
     balancer = Balancer(Settings(policy=policy))
-    proxy = balancer.proxy
-    loop = asyncio.get_running_loop()
-    proxy.now = loop.time()
     replicas = [Replica(f"server_{i}", i, "127.0.0.1", 6000 + i) for i in (1, 2, 3)]
     chosen = balancer.replicaset.policy
-    snapshot = Snapshot(1, tuple(replicas), chosen.build(replicas), chosen.keyed)
-    balancer.replicaset.snapshot = snapshot
-    sink: list = []
+    balancer.replicaset.snapshot = Snapshot(
+        1, tuple(replicas), chosen.build(replicas), chosen.keyed
+    )
+    sink = SinkTransport.sink
     upstreams = {}
     for replica in replicas:
-        pool = proxy._pool(replica)
-        for _ in range(2):  # idle pooled connections, as under steady load
-            conn = UpstreamConnection(pool, loop)
-            transport = MemoryTransport(sink)
-            conn.connection_made(transport)
-            upstreams[transport] = conn
-            pool._open += 1
-            pool._idle.append(conn)
-    client = proxy.protocol()
-    client_transport = MemoryTransport(sink)
-    client.connection_made(client_transport)
+        # Idle pooled connections, as under steady load.
+        for transport in pooled_connections(balancer.pools, replica, 2, SinkTransport):
+            upstreams[transport] = transport.protocol
+    client_transport = SinkTransport().attach(balancer.listener.protocol())
+    client = client_transport.protocol
 
     def one() -> None:
         client.data_received(request)
@@ -108,7 +89,7 @@ def count(one, requests: int) -> tuple[collections.Counter, collections.Counter]
             one()
     finally:
         sys.settrace(None)
-    for harness in ("count", "rig.<locals>.one", "MemoryTransport.write"):
+    for harness in ("count", "rig.<locals>.one", "SinkTransport.write"):
         ops.pop(harness, None)
         calls.pop(harness, None)
     return ops, calls

@@ -1,10 +1,17 @@
 """Wiring and lifecycle: builds the planes from the settings, starts them in order and
-stops them in reverse."""
+stops them in reverse.
+
+Start-up order: the runtime adopts what it already runs, the watch on replica deaths and
+the deadline sweep start, the initial replicas start, then heartbeats, the supervisor (and
+the autoscaler), and last the listeners. Each step registers its undo as it succeeds, so
+a failed start-up undoes exactly what was done, and `stop` undoes everything in reverse:
+the listeners drain (in-flight requests finish, up to `drain_timeout`), the background
+tasks stop, pools close, and the replicas stop.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import resource
@@ -12,23 +19,29 @@ import signal
 
 from ringlb.admin.api import AdminAPI
 from ringlb.admin.observability import ObservabilityRoutes
+from ringlb.clock import SystemClock
 from ringlb.config import Settings, SettingsError
 from ringlb.control.autoscaler import Autoscaler, ScalingRules
 from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
-from ringlb.control.membership import OutlierRules, ReplicaSet
+from ringlb.control.membership import ReplicaSet
+from ringlb.control.outliers import OutlierRules
 from ringlb.control.supervisor import Backoff, Supervisor
 from ringlb.dataplane.access_log import AccessLog
-from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
-from ringlb.dataplane.forward import Capacity, ClientLimits, Proxy
+from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY, ClientConnection, ClientLimits
+from ringlb.dataplane.deadlines import DeadlineSweep
+from ringlb.dataplane.forward import Forwarder
 from ringlb.dataplane.keys import RandomKeys, make_key_source
+from ringlb.dataplane.listener import Listener
+from ringlb.dataplane.pool import UpstreamPools
+from ringlb.lifecycle import BackgroundTasks, Teardown
 from ringlb.policies import capacity_error, make_policy
 from ringlb.runtimes import Runtime, make_runtime
 
 log = logging.getLogger("ringlb")
 
-
 # Descriptors kept for replica connections, probes, logs and the listeners themselves.
 RESERVED_DESCRIPTORS = 512
+DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
 
 
 def connection_cap(configured: int) -> int:
@@ -50,6 +63,7 @@ class Balancer:
     def __init__(self, settings: Settings, runtime: Runtime | None = None) -> None:
         self.settings = settings
         rng = random.Random(settings.seed)
+        clock = SystemClock()
         self.runtime = runtime or make_runtime(settings)
         self.prober = HeartbeatProber(settings.heartbeat_timeout)
         policy = make_policy(settings.policy, **settings.policy_options)
@@ -72,37 +86,65 @@ class Balancer:
             ),
             rng=rng,
             weights=settings.weights,
+            clock=clock,
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
-        self.proxy = Proxy(
+
+        # The data plane.
+        self.pools = UpstreamPools(
+            settings.upstream_pool_size,
+            settings.upstream_connect_timeout,
+            settings.queue_size,
+            settings.queue_timeout,
+        )
+        self.replicaset.on_forget.append(self.pools.forget)
+        access_log = (
+            AccessLog(settings.access_log_sample, random.Random(settings.seed))
+            if settings.access_log_sample > 0
+            else None
+        )
+        self.forwarder = Forwarder(
             self.replicaset,
-            self.admin,
-            pool_size=settings.upstream_pool_size,
-            connect_timeout=settings.upstream_connect_timeout,
-            timeout=settings.upstream_timeout,
-            max_attempts=settings.upstream_max_attempts,
-            max_body=settings.max_body,
-            random_key=RandomKeys(random.Random(rng.random())),
+            self.pools,
             key_source=make_key_source(settings.key_source),
-            limits=ClientLimits(
+            random_key=RandomKeys(random.Random(rng.random())),
+            max_attempts=settings.upstream_max_attempts,
+            max_inflight=settings.max_inflight,
+            retry_5xx=settings.retry_on_5xx,
+            access_log=access_log,
+        )
+        clients: set[ClientConnection] = set()
+        self.sweep = DeadlineSweep(
+            clients,  # type: ignore[arg-type]
+            self.pools.busy,  # type: ignore[arg-type]
+            settings.upstream_timeout,
+            DEADLINE_TICK,
+        )
+        self.listener = Listener(
+            self.forwarder,
+            self.admin,
+            ClientLimits(
                 header_timeout=settings.client_header_timeout,
                 body_timeout=settings.client_body_timeout,
                 idle_timeout=settings.client_idle_timeout,
+                send_timeout=settings.client_send_timeout,
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
+                max_body=settings.max_body,
             ),
-            retry_5xx=settings.retry_on_5xx,
-            capacity=Capacity(
-                max_inflight=settings.max_inflight,
-                max_connections=connection_cap(settings.max_connections),
-                queue_size=settings.queue_size,
-                queue_timeout=settings.queue_timeout,
-            ),
+            self.sweep,
+            clients,
+            connection_cap(settings.max_connections),
         )
-        self.replicaset.on_forget.append(self.proxy.forget)
+
+        # The control plane's loops.
         self.monitor = HeartbeatMonitor(
-            self.replicaset, self.prober, settings.heartbeat_interval, settings.heartbeat_misses
+            self.replicaset,
+            self.prober.probe,
+            settings.heartbeat_interval,
+            settings.heartbeat_misses,
+            clock,
         )
         self.supervisor = Supervisor(
             self.replicaset,
@@ -110,7 +152,9 @@ class Balancer:
                 settings.respawn_backoff,
                 settings.respawn_backoff_max,
                 settings.respawn_stable_after,
+                clock,
             ),
+            clock,
         )
         self.autoscaler = (
             Autoscaler(
@@ -124,22 +168,20 @@ class Balancer:
                     down_cooldown=settings.autoscale_down_cooldown,
                     window=settings.autoscale_window,
                 ),
+                clock,
             )
             if settings.autoscale
             else None
         )
         self.admin.mount(
             ObservabilityRoutes(
-                self.replicaset, self.proxy, self.supervisor, self.autoscaler
+                self.replicaset, self.forwarder, self.supervisor, self.autoscaler
             ).routes
         )
-        if settings.access_log_sample > 0:
-            self.proxy.access_log = AccessLog(
-                settings.access_log_sample, random.Random(settings.seed)
-            )
+        self.tasks = BackgroundTasks()
+        self._teardown = Teardown()
         self.server: asyncio.Server | None = None
         self.admin_server: asyncio.Server | None = None
-        self.tasks: list[asyncio.Task[None]] = []
 
     @property
     def port(self) -> int:
@@ -147,43 +189,46 @@ class Balancer:
         return self.server.sockets[0].getsockname()[1]
 
     async def start(self) -> None:
-        """Adopts or starts the initial replicas, then listens. Raises if they fail."""
-        settings, rs = self.settings, self.replicaset
+        """Adopts or starts the initial replicas, then listens. Raises if that fails,
+        having undone whatever it had done."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings, rs, undo, tasks = self.settings, self.replicaset, self._teardown, self.tasks
+        undo.defer("heartbeat prober", self.prober.close)
+        undo.defer("runtime", self.runtime.close)
         adopted = await self.runtime.adopt()
+        undo.defer("membership", rs.shutdown)
         rs.adopt(adopted)
         if adopted:
             log.info("adopted %d replica(s): %s", len(adopted), ", ".join(rs.names()))
         rs.target = max(settings.replicas, len(adopted))
+        undo.defer("upstream pools", self.pools.close)
+        undo.defer("background tasks", tasks.cancel_all)
         # Deaths are watched before the first start, so a replica that dies while starting
         # fails its start at once instead of after the start timeout.
-        self.tasks = [
-            asyncio.create_task(self._forward_runtime_deaths(), name="runtime-events"),
-            asyncio.create_task(self.proxy.run_deadlines(), name="client-deadlines"),
-        ]
+        tasks.spawn("runtime-events", self._forward_runtime_deaths(), vital=False)
+        tasks.spawn("deadline-sweep", self.sweep.run(), vital=True)
         names = [n for n in settings.initial_hostnames() if n not in rs.names()]
         async with rs.lock:
             await rs.spawn(names[: rs.missing()])
-        self.tasks += [
-            asyncio.create_task(self.monitor.run(), name="heartbeat-monitor"),
-            asyncio.create_task(self.supervisor.run(), name="supervisor"),
-        ]
+        tasks.spawn("heartbeat-monitor", self.monitor.run(), vital=True)
+        tasks.spawn("supervisor", self.supervisor.run(), vital=True)
         if self.autoscaler is not None:
-            self.tasks.append(asyncio.create_task(self.autoscaler.run(), name="autoscaler"))
-        loop = asyncio.get_running_loop()
+            tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
         split = settings.admin_port is not None
-        self.server = await loop.create_server(
-            lambda: self.proxy.protocol(PROXY_ONLY if split else BOTH),
-            settings.host,
-            settings.port,
-            backlog=4096,
-            reuse_address=True,
+        undo.defer("listeners", lambda: self.listener.drain(settings.drain_timeout))
+        self.server = await self.listener.listen(
+            settings.host, settings.port, PROXY_ONLY if split else BOTH
         )
         if split:
-            self.admin_server = await loop.create_server(
-                lambda: self.proxy.protocol(ADMIN_ONLY),
-                settings.admin_host,
-                settings.admin_port,
-                reuse_address=True,
+            assert settings.admin_port is not None
+            self.admin_server = await self.listener.listen(
+                settings.admin_host, settings.admin_port, ADMIN_ONLY
             )
             address = self.admin_server.sockets[0].getsockname()
             log.info("admin API on its own listener: http://%s:%d", address[0], address[1])
@@ -201,34 +246,41 @@ class Balancer:
         async for name in self.runtime.deaths():
             self.replicaset.report_death(name)
 
-    async def stop(self) -> None:
-        """Stops listening, cancels the control plane, closes pools, stops replicas."""
-        for server in (self.server, self.admin_server):
-            if server is not None:
-                server.close()
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.tasks = []
-        self.proxy.close()
-        await self.replicaset.shutdown()
-        await self.runtime.close()
-        await self.prober.close()
-        log.info("ringlb stopped")
+    async def stop(self) -> list[str]:
+        """Undoes everything `start` did, in reverse, going on past failures; returns a
+        line for each failure (each is logged as it happens)."""
+        failures = await self._teardown.close()
+        if failures:
+            log.error("ringlb stopped with %d failure(s)", len(failures))
+        else:
+            log.info("ringlb stopped")
+        return failures
 
 
-async def serve(settings: Settings) -> None:
-    """Runs the balancer until SIGTERM or SIGINT, then shuts it down cleanly."""
+async def serve(settings: Settings) -> int:
+    """Runs the balancer until SIGTERM or SIGINT (exit status 0), or until a vital part of
+    it fails (1); then drains and shuts it down."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     balancer = Balancer(settings)
+    await balancer.start()  # on failure it has undone itself, and raises
+    status = 0
+    fatal = balancer.tasks.fatal
     try:
-        await balancer.start()
-        await stop.wait()
-        log.info("shutting down")
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(fatal.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if fatal.is_set():
+            log.error("stopping: %s", balancer.tasks.fatal_reason)
+            status = 1
+        else:
+            log.info("shutting down")
     finally:
-        await balancer.stop()
+        if await balancer.stop():
+            status = 1
+    return status

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_fast_loop()
     try:
-        asyncio.run(serve(settings))
+        return asyncio.run(serve(settings))
     except KeyboardInterrupt:
         pass
     except SettingsError as exc:

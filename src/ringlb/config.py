@@ -104,7 +104,10 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Seconds a new replica has to answer its first heartbeat."
     )
     drain_timeout: float = Field(
-        5.0, ge=0, description="Seconds /rm waits for in-flight requests of removed replicas."
+        5.0,
+        ge=0,
+        description="Seconds in-flight requests get to finish when /rm removes their replica "
+        "or when the balancer stops.",
     )
 
     upstream_connect_timeout: float = Field(1.0, gt=0, description="Connect deadline (s).")
@@ -128,6 +131,12 @@ class Settings(BaseSettings):
     )
     client_idle_timeout: float = Field(
         60.0, gt=0, description="Seconds an idle keep-alive client connection is kept."
+    )
+    client_send_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time (s) a client may leave its answer's bytes untaken (its "
+        "socket full) before it is cut off.",
     )
     max_header_bytes: int = Field(
         65536, ge=1024, description="Largest request line plus headers (bytes); larger: 431."

@@ -1,9 +1,16 @@
-"""What the balancer knows about one replica: its name, its ring id and where it listens."""
+"""The types every plane shares: a replica, a policy's picker and the routing snapshot.
+
+The control plane writes membership and publishes `Snapshot`s; the data plane reads one
+snapshot per request and bumps the counters of the replica it used. Both import this
+module, and it imports nothing of theirs.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import Protocol
 
 # Upper bounds (s) of the upstream latency histogram's buckets; a last bucket takes the rest.
 # Latencies come from event-loop timestamps the data plane takes anyway (uvloop's clock
@@ -46,3 +53,28 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"Replica({self.name!r}, rid={self.rid}, {self.host}:{self.port})"
+
+
+class Picker(Protocol):
+    """A policy's immutable routing state (a ring, a table...) over the serving replicas;
+    the data plane calls `pick` on every request, so it must be fast and never block."""
+
+    def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
+        """Returns the replica for `key`, skipping `exclude` (replicas that already failed
+        this request), or None when no replica is left."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Immutable routing state: the serving replicas in join order and the policy's picker.
+    `keyed` says whether the picker routes on the request key (a hash policy): when it does
+    not, the data plane does not compute one."""
+
+    version: int
+    replicas: tuple[Replica, ...]
+    picker: Picker
+    keyed: bool = False
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.replicas]

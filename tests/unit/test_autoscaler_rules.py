@@ -8,7 +8,7 @@ from ringlb.control.autoscaler import ScalingRules, decide
 
 RULES = ScalingRules(
     min_replicas=1, max_replicas=6, target_inflight=4, tolerance=0.25, up_cooldown=10,
-    down_cooldown=30,
+    down_cooldown=30, window=5,
 )  # fmt: skip
 
 

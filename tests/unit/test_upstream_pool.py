@@ -11,39 +11,48 @@ from __future__ import annotations
 
 import asyncio
 
+from ringlb.dataplane.pool import UpstreamPools
 from ringlb.dataplane.relay import ResponseRelay
-from ringlb.dataplane.upstream import UpstreamFailure, UpstreamPool
+from ringlb.dataplane.request import Request
+from ringlb.dataplane.retry import Stage
+from ringlb.dataplane.upstream import UpstreamConnection, UpstreamFailure
 from ringlb.model import Replica
+
+
+class Recorder:
+    """An exchange owner that records how the attempt ended."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[str, object]] = []
+
+    def answered(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        self.ends.append(("answered", keep_alive))
+
+    def failed(self, conn: UpstreamConnection, failure: UpstreamFailure) -> None:
+        self.ends.append(("failed", failure))
 
 
 async def test_a_connection_closing_but_not_yet_lost_is_neither_pooled_nor_written() -> None:
     server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    pool = UpstreamPool(Replica("server_1", 1, "127.0.0.1", port), 2, 1.0)
+    pools = UpstreamPools(2, 1.0, 8, 1.0)
+    pool = pools.add(Replica("server_1", 1, "127.0.0.1", port))
     try:
-        conn = await pool.acquire()
+        conn = await pool.acquire(fresh=False)
         pool.release(conn, keep_alive=True)
         assert conn.transport is not None
         conn.transport.close()  # as on the replica's EOF: closing now, lost on a later turn
         assert not conn.closed and not conn.usable()
         assert pool.take_idle() is None
 
-        outcomes: list[tuple[bool, UpstreamFailure | None]] = []
-        relay = ResponseRelay(
-            lambda data: None, "/", head=False, keep_alive=True, client_version="1.1"
-        )
-        conn.start(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", relay, False, 1.0, _record(outcomes))
-        [(keep_alive, failure)] = outcomes
-        assert not keep_alive and failure is not None
-        assert failure.stale and not failure.sent
+        head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        request = Request("GET", b"/", "/", head)
+        owner = Recorder()
+        conn.start(head, ResponseRelay(lambda data: None, request, False), owner, False)
+        [(end, failure)] = owner.ends
+        assert end == "failed" and isinstance(failure, UpstreamFailure)
+        assert failure.stage is Stage.UNSENT
     finally:
-        pool.close()
+        pools.close()
         server.close()
         await server.wait_closed()
-
-
-def _record(outcomes: list):
-    def on_done(keep_alive: bool, failure: UpstreamFailure | None) -> None:
-        outcomes.append((keep_alive, failure))
-
-    return on_done

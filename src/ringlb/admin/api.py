@@ -10,25 +10,17 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from ringlb import contract
 from ringlb.contract import ContractError
 from ringlb.control.membership import ReplicaSet
+from ringlb.dataplane.routing import LocalAnswer
 from ringlb.policies import PolicyError, capacity_error, describe_policy, make_policy
 
 log = logging.getLogger("ringlb.admin")
 
 
-@dataclass(frozen=True, slots=True)
-class AdminResponse:
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    content_type: bytes = contract.JSON_CONTENT_TYPE.encode()
-
-
-Handler = Callable[[bytes], Awaitable[AdminResponse]]
+Handler = Callable[[bytes], Awaitable[LocalAnswer]]
 
 
 class AdminAPI:
@@ -61,26 +53,26 @@ class AdminAPI:
 
     async def handle(
         self, method: str, path: str, body: bytes, authorization: bytes | None = None
-    ) -> AdminResponse:
+    ) -> LocalAnswer:
         """Returns the answer to `method path` with `body`; never raises."""
         methods = self._routes[path]
         handler = methods.get(method)
         if handler is None:
             allow = ", ".join(methods).encode()
             text = contract.method_not_allowed(method, path)
-            return AdminResponse(405, contract.failure(text), [(b"Allow", allow)])
+            return LocalAnswer(405, contract.failure(text), [(b"Allow", allow)])
         if not self._authorized(method, authorization):
             challenge = [(b"WWW-Authenticate", b'Bearer realm="ringlb"')]
-            return AdminResponse(401, contract.failure(contract.UNAUTHORIZED), challenge)
+            return LocalAnswer(401, contract.failure(contract.UNAUTHORIZED), challenge)
         try:
             return await handler(body)
         except ContractError as exc:
             if exc.status >= 500:
                 log.error("%s %s failed: %s", method, path, exc.text)
-            return AdminResponse(exc.status, exc.body())
+            return LocalAnswer(exc.status, exc.body())
         except Exception:
             log.exception("%s %s crashed", method, path)
-            return AdminResponse(500, contract.failure("Internal error; see the balancer log"))
+            return LocalAnswer(500, contract.failure("Internal error; see the balancer log"))
 
     def _authorized(self, method: str, authorization: bytes | None) -> bool:
         if self._token is None or (method in ("GET", "HEAD") and not self._protect_reads):
@@ -88,23 +80,23 @@ class AdminAPI:
         # Constant time: the comparison must not tell how much of a guess was right.
         return hmac.compare_digest(authorization or b"", self._token)
 
-    async def rep(self, body: bytes) -> AdminResponse:
-        return AdminResponse(200, contract.replica_list(self._replicaset.snapshot.names()))
+    async def rep(self, body: bytes) -> LocalAnswer:
+        return LocalAnswer(200, contract.replica_list(self._replicaset.snapshot.names()))
 
-    async def add(self, body: bytes) -> AdminResponse:
+    async def add(self, body: bytes) -> LocalAnswer:
         request = contract.parse_membership_payload(body, adding=True)
         names = await self._replicaset.add(request)
-        return AdminResponse(200, contract.replica_list(names))
+        return LocalAnswer(200, contract.replica_list(names))
 
-    async def rm(self, body: bytes) -> AdminResponse:
+    async def rm(self, body: bytes) -> LocalAnswer:
         request = contract.parse_membership_payload(body, adding=False)
         names = await self._replicaset.remove(request)
-        return AdminResponse(200, contract.replica_list(names))
+        return LocalAnswer(200, contract.replica_list(names))
 
-    async def get_policy(self, body: bytes) -> AdminResponse:
-        return AdminResponse(200, contract.success(describe_policy(self._replicaset.policy)))
+    async def get_policy(self, body: bytes) -> LocalAnswer:
+        return LocalAnswer(200, contract.success(describe_policy(self._replicaset.policy)))
 
-    async def put_policy(self, body: bytes) -> AdminResponse:
+    async def put_policy(self, body: bytes) -> LocalAnswer:
         """Switches the policy; the new snapshot serves new requests, none is dropped."""
         request = contract.parse_policy_payload(body)
         name = request.name if request.name is not None else self._replicaset.policy.name
@@ -117,4 +109,4 @@ class AdminAPI:
             raise ContractError(too_small)
         self._replicaset.set_policy(policy)
         log.info("policy switched to %s", describe_policy(policy))
-        return AdminResponse(200, contract.success(describe_policy(policy)))
+        return LocalAnswer(200, contract.success(describe_policy(policy)))

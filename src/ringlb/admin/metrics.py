@@ -27,7 +27,7 @@ from ringlb.policies.base import Layout
 if TYPE_CHECKING:
     from ringlb.control.autoscaler import Autoscaler
     from ringlb.control.supervisor import Supervisor
-    from ringlb.dataplane.forward import Proxy
+    from ringlb.dataplane.forward import Forwarder
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
@@ -56,19 +56,19 @@ class BalancerCollector(Collector):
     def __init__(
         self,
         replicaset: ReplicaSet,
-        proxy: Proxy,
+        forwarder: Forwarder,
         supervisor: Supervisor,
         layouts: LayoutCache,
         autoscaler: Autoscaler | None = None,
     ) -> None:
         self._replicaset = replicaset
-        self._proxy = proxy
+        self._forwarder = forwarder
         self._supervisor = supervisor
         self._layouts = layouts
         self._autoscaler = autoscaler
 
     def collect(self) -> Iterator[Metric]:
-        rs, proxy = self._replicaset, self._proxy
+        rs, forwarder = self._replicaset, self._forwarder
         members = rs.members()
         requests = CounterMetricFamily(
             "ringlb_requests",
@@ -112,11 +112,11 @@ class BalancerCollector(Collector):
             "replica in the ring).",
             labels=["code"],
         )
-        unanswered.add_metric(["502"], proxy.all_failed)
-        unanswered.add_metric(["503"], proxy.no_replica)
+        unanswered.add_metric(["502"], forwarder.all_failed)
+        unanswered.add_metric(["503"], forwarder.no_replica)
         yield unanswered
         yield CounterMetricFamily(
-            "ringlb_retries", "Attempts after a failed one.", value=proxy.retries
+            "ringlb_retries", "Attempts after a failed one.", value=forwarder.retries
         )
         yield CounterMetricFamily(
             "ringlb_ejections",

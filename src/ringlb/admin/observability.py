@@ -11,15 +11,16 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from ringlb import contract
-from ringlb.admin.api import AdminResponse, Handler
+from ringlb.admin.api import Handler
 from ringlb.admin.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
 from ringlb.control.membership import ReplicaSet
+from ringlb.dataplane.routing import LocalAnswer
 from ringlb.policies import describe_policy
 
 if TYPE_CHECKING:
     from ringlb.control.autoscaler import Autoscaler
     from ringlb.control.supervisor import Supervisor
-    from ringlb.dataplane.forward import Proxy
+    from ringlb.dataplane.forward import Forwarder
 
 HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
 NO_STORE = [(b"Cache-Control", b"no-store")]
@@ -31,16 +32,16 @@ class ObservabilityRoutes:
     def __init__(
         self,
         replicaset: ReplicaSet,
-        proxy: Proxy,
+        forwarder: Forwarder,
         supervisor: Supervisor,
         autoscaler: Autoscaler | None = None,
     ) -> None:
         self._replicaset = replicaset
-        self._proxy = proxy
+        self._forwarder = forwarder
         self._supervisor = supervisor
         self._layouts = LayoutCache(replicaset)
         self._metrics = MetricsExporter(
-            BalancerCollector(replicaset, proxy, supervisor, self._layouts, autoscaler)
+            BalancerCollector(replicaset, forwarder, supervisor, self._layouts, autoscaler)
         )
         self._page = resources.files("ringlb.admin").joinpath("dashboard.html").read_bytes()
         self.routes: dict[str, dict[str, Handler]] = {
@@ -49,19 +50,19 @@ class ObservabilityRoutes:
             "/dashboard": {"GET": self.dashboard, "HEAD": self.dashboard},
         }
 
-    async def metrics(self, body: bytes) -> AdminResponse:
-        return AdminResponse(200, self._metrics.render(), NO_STORE, CONTENT_TYPE.encode())
+    async def metrics(self, body: bytes) -> LocalAnswer:
+        return LocalAnswer(200, self._metrics.render(), NO_STORE, CONTENT_TYPE.encode())
 
-    async def dashboard(self, body: bytes) -> AdminResponse:
-        return AdminResponse(200, self._page, NO_STORE, HTML_CONTENT_TYPE)
+    async def dashboard(self, body: bytes) -> LocalAnswer:
+        return LocalAnswer(200, self._page, NO_STORE, HTML_CONTENT_TYPE)
 
-    async def status(self, body: bytes) -> AdminResponse:
-        return AdminResponse(200, contract.success(self.snapshot()), NO_STORE)
+    async def status(self, body: bytes) -> LocalAnswer:
+        return LocalAnswer(200, contract.success(self.snapshot()), NO_STORE)
 
     def snapshot(self) -> dict[str, Any]:
         """Returns what the status page shows: replicas with state, in-flight, answer
         counters and ring share; the ring (or a sample of the table); recent events."""
-        rs, proxy = self._replicaset, self._proxy
+        rs, forwarder = self._replicaset, self._forwarder
         layout = self._layouts.current()
         replicas = []
         for replica, state in rs.members():
@@ -95,10 +96,10 @@ class ObservabilityRoutes:
                 for e in reversed(rs.events)
             ],
             "counters": {
-                "retries": proxy.retries,
+                "retries": forwarder.retries,
                 "ejections": rs.ejections,
                 "deaths": rs.deaths,
                 "respawns": self._supervisor.respawns,
-                "unrouted": proxy.all_failed + proxy.no_replica,
+                "unrouted": forwarder.all_failed + forwarder.no_replica,
             },
         }

@@ -10,30 +10,30 @@ membership only through the ReplicaSet, like /add and /rm do.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from ringlb.clock import Clock, SystemClock
 from ringlb.contract import ContractError, MembershipRequest
 from ringlb.control.membership import MemberState, ReplicaSet
 
-log = logging.getLogger("ringlb.control.autoscaler")
+log = logging.getLogger("ringlb.autoscaler")
+
+
+TICK = 0.25  # seconds between two samples of the load
 
 
 @dataclass(frozen=True, slots=True)
 class ScalingRules:
-    min_replicas: int = 1
-    max_replicas: int = 10
-    target_inflight: float = 8.0  # in-flight requests per replica it aims at
-    tolerance: float = 0.2  # no change while the load is within target x (1 +- tolerance)
-    up_cooldown: float = 10.0  # seconds after any change before scaling up again
-    down_cooldown: float = 30.0  # seconds after any change before scaling down
-    window: float = 5.0  # seconds of samples the load is averaged over
-    tick: float = 0.25
+    min_replicas: int
+    max_replicas: int
+    target_inflight: float  # in-flight requests per replica it aims at
+    tolerance: float  # no change while the load is within target x (1 +- tolerance)
+    up_cooldown: float  # seconds after any change before scaling up again
+    down_cooldown: float  # seconds after any change before scaling down
+    window: float  # seconds of samples the load is averaged over
 
 
 def decide(rules: ScalingRules, load: float, serving: int, since_change: float) -> int:
@@ -57,16 +57,13 @@ def decide(rules: ScalingRules, load: float, serving: int, since_change: float) 
 
 class Autoscaler:
     def __init__(
-        self,
-        replicaset: ReplicaSet,
-        rules: ScalingRules,
-        clock: Callable[[], float] = time.monotonic,
+        self, replicaset: ReplicaSet, rules: ScalingRules, clock: Clock | None = None
     ) -> None:
         self._replicaset = replicaset
         self.rules = rules
-        self._clock = clock
-        self._samples: deque[float] = deque(maxlen=max(1, round(rules.window / rules.tick)))
-        self._last_change = clock()
+        self._clock = clock = clock or SystemClock()
+        self._samples: deque[float] = deque(maxlen=max(1, round(rules.window / TICK)))
+        self._last_change = clock.now()
         self.decisions = {"up": 0, "down": 0}  # read by ringlb.admin.metrics
 
     def sample(self) -> float:
@@ -79,12 +76,12 @@ class Autoscaler:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.rules.tick)
+            await self._clock.sleep(TICK)
             load = self.sample()
             if len(self._samples) < self._samples.maxlen:  # type: ignore[operator]
                 continue  # not a full window yet
             serving = len(self._replicaset.snapshot.replicas)
-            delta = decide(self.rules, load, serving, self._clock() - self._last_change)
+            delta = decide(self.rules, load, serving, self._clock.now() - self._last_change)
             if delta:
                 await self._apply(delta, load, serving)
 
@@ -103,9 +100,9 @@ class Autoscaler:
                 changed = [victim.name]
         except ContractError as exc:
             log.warning("scale %s by %d refused: %s", direction, abs(delta), exc.text)
-            self._last_change = self._clock()
+            self._last_change = self._clock.now()
             return
-        self._last_change = self._clock()
+        self._last_change = self._clock.now()
         self._samples.clear()  # the old samples describe the old replica set
         self.decisions[direction] += 1
         detail = f"{serving} -> {len(names)} replicas at {load:.1f} in flight per replica"

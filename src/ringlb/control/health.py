@@ -7,15 +7,18 @@ up for a replica the proxy had ejected); it never starts or stops anything itsel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from ringlb.clock import Clock, SystemClock
 from ringlb.control.membership import MemberState, ReplicaSet
 from ringlb.model import Replica
 
-log = logging.getLogger("ringlb.control.health")
+log = logging.getLogger("ringlb.health")
+
+Probe = Callable[[Replica], Awaitable[bool]]
 
 
 class HeartbeatProber:
@@ -54,19 +57,24 @@ class HeartbeatMonitor:
     """
 
     def __init__(
-        self, replicaset: ReplicaSet, prober: HeartbeatProber, interval: float, misses: int
+        self,
+        replicaset: ReplicaSet,
+        probe: Probe,
+        interval: float,
+        misses: int,
+        clock: Clock | None = None,
     ) -> None:
         self._replicaset = replicaset
-        self._prober = prober
+        self._probe = probe
         self._interval = interval
         self._misses = misses
+        self._clock = clock or SystemClock()
         self._missed: dict[Replica, int] = {}
 
     async def run(self) -> None:
         wake = self._replicaset.ejected
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._interval)
+            await self._clock.wait(wake, self._interval)
             wake.clear()
             await self.probe_all()
 
@@ -75,7 +83,7 @@ class HeartbeatMonitor:
         watched = self._replicaset.members_in(
             MemberState.SERVING, MemberState.EJECTED, MemberState.OUTLIER
         )
-        results = await asyncio.gather(*(self._prober.probe(r) for r, _ in watched))
+        results = await asyncio.gather(*(self._probe(r) for r, _ in watched))
         alive = set()
         for (replica, state), ok in zip(watched, results, strict=True):
             alive.add(replica)

@@ -3,7 +3,8 @@
 Every change (add, remove, ejection, death, respawn) goes through here. Multi-step changes
 (`spawn`, `retire`) run under `lock`; each state change itself is synchronous, so it is
 atomic on the event loop, and ends by publishing a new immutable `Snapshot` built from the
-current state. The data plane only ever reads `replicaset.snapshot`.
+current state. The data plane reads `replicaset.snapshot` and reports failed replicas
+(`eject`) and 5xx answers (`report_error`): it sees the ReplicaSet as its `Routing`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ringlb import contract
+from ringlb.clock import Clock, SystemClock
 from ringlb.contract import ContractError, MembershipRequest
-from ringlb.model import Replica
-from ringlb.policies import Picker, Policy
+from ringlb.control.outliers import OutlierRules
+from ringlb.model import Replica, Snapshot
+from ringlb.policies import Policy
 from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
 
-log = logging.getLogger("ringlb.control.membership")
+log = logging.getLogger("ringlb.replicaset")
 
 Probe = Callable[[Replica], Awaitable[bool]]
 
-READY_POLL = 0.05
-DRAIN_POLL = 0.01
+READY_POLL = 0.05  # how often a starting replica's heartbeat is tried
+DRAIN_POLL = 0.01  # how often a drain checks for requests still in flight
 EVENT_HISTORY = 100  # membership events kept for the status page
 
 
@@ -52,32 +55,6 @@ class Member:
     died: asyncio.Event = field(default_factory=asyncio.Event)
     outlier_until: float = 0.0  # monotonic time at which an outlier may serve again
     outlier_ejections: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class OutlierRules:
-    """Passive outlier ejection (as Envoy's outlier detection): a replica answering
-    `consecutive_errors` 5xx in a row leaves the ring for `ejection_time` x 2^(n-1) seconds
-    on its n-th ejection; after `max_ejections` it is reported dead and replaced."""
-
-    consecutive_errors: int = 5  # 0: off
-    ejection_time: float = 10.0
-    max_ejections: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Immutable routing state: the serving replicas in join order and the policy's picker.
-    `keyed` says whether the picker routes on the request key (a hash policy): when it does
-    not, the data plane does not compute one."""
-
-    version: int
-    replicas: tuple[Replica, ...]
-    picker: Picker
-    keyed: bool = False
-
-    def names(self) -> list[str]:
-        return [r.name for r in self.replicas]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +82,13 @@ class ReplicaSet:
         max_replicas: int,
         start_timeout: float,
         drain_timeout: float,
+        outliers: OutlierRules,
         rng: random.Random | None = None,
         weights: Mapping[str, float] | None = None,
-        outliers: OutlierRules | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        self.outliers = outliers or OutlierRules()
-        self._clock = clock
+        self.outliers = outliers
+        self._clock = clock or SystemClock()
         self._runtime = runtime
         self._policy = policy
         self._probe = probe
@@ -198,9 +175,16 @@ class ReplicaSet:
             self.record_event("readmitted", replica.name)
             self._publish()
 
+    def report_error(self, replica: Replica) -> None:
+        """Counts a 5xx answer of `replica` (data plane); enough in a row make it an outlier."""
+        replica.errors_in_row += 1
+        if self.outliers.is_outlier(replica.errors_in_row):
+            replica.errors_in_row = 0
+            self.eject_outlier(replica)
+
     def eject_outlier(self, replica: Replica) -> None:
-        """Takes a replica that keeps answering 5xx out of the ring for a back-off period
-        (data plane). Never the last serving one: a struggling replica beats none."""
+        """Takes a replica that keeps answering 5xx out of the ring for a back-off period.
+        Never the last serving one: a struggling replica beats none."""
         member = self._members.get(replica.name)
         if member is None or member.replica is not replica:
             return
@@ -211,7 +195,8 @@ class ReplicaSet:
             return
         member.outlier_ejections += 1
         rules = self.outliers
-        if member.outlier_ejections > rules.max_ejections:
+        seconds = rules.ejection_seconds(member.outlier_ejections)
+        if seconds is None:
             log.warning(
                 "replica %s stays bad after %d ejections: replacing it",
                 replica.name,
@@ -219,9 +204,8 @@ class ReplicaSet:
             )
             self.report_death(replica.name, replica)
             return
-        seconds = rules.ejection_time * 2 ** (member.outlier_ejections - 1)
         member.state = MemberState.OUTLIER
-        member.outlier_until = self._clock() + seconds
+        member.outlier_until = self._clock.now() + seconds
         log.warning(
             "replica %s ejected for %.1f s after %d errors in a row (ejection %d)",
             replica.name,
@@ -235,7 +219,7 @@ class ReplicaSet:
 
     def readmit_outliers(self) -> None:
         """Puts outliers whose back-off period is over back in the ring (health monitor)."""
-        now = self._clock()
+        now = self._clock.now()
         back = [
             m
             for m in self._members.values()
@@ -309,11 +293,12 @@ class ReplicaSet:
         return SpawnError(f"no heartbeat within {self._start_timeout:g} s")
 
     async def _wait_ready(self, member: Member) -> bool:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline and not member.died.is_set():
+        clock = self._clock
+        deadline = clock.now() + self._start_timeout
+        while clock.now() < deadline and not member.died.is_set():
             if await self._probe(member.replica):
                 return True
-            await asyncio.sleep(READY_POLL)
+            await clock.sleep(READY_POLL)
         return False
 
     def adopt(self, running: Iterable[RunningReplica]) -> None:
@@ -332,9 +317,10 @@ class ReplicaSet:
         for member in members:
             member.state = MemberState.RETIRING
         self._publish()
-        deadline = time.monotonic() + self._drain_timeout
-        while any(m.replica.inflight for m in members) and time.monotonic() < deadline:
-            await asyncio.sleep(DRAIN_POLL)
+        clock = self._clock
+        deadline = clock.now() + self._drain_timeout
+        while any(m.replica.inflight for m in members) and clock.now() < deadline:
+            await clock.sleep(DRAIN_POLL)
         await self._forget(members)
         for member in members:
             self.record_event("removed", member.replica.name)

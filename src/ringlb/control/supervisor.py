@@ -7,14 +7,12 @@ replica joins the ring only after its first good heartbeat (ReplicaSet.spawn).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
 
+from ringlb.clock import Clock, SystemClock
 from ringlb.control.membership import ReplicaSet, SpawnError
 
-log = logging.getLogger("ringlb.control.supervisor")
+log = logging.getLogger("ringlb.supervisor")
 
 
 class Backoff:
@@ -23,26 +21,20 @@ class Backoff:
     `stable_after` seconds of joining (a crash loop); a replacement that lives longer
     resets the count."""
 
-    def __init__(
-        self,
-        base: float = 1.0,
-        cap: float = 30.0,
-        stable_after: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, base: float, cap: float, stable_after: float, clock: Clock) -> None:
         self.base, self.cap, self.stable_after = base, cap, stable_after
         self.failures = 0
         self._clock = clock
         self._joined: dict[str, float] = {}
 
     def joined(self, name: str) -> None:
-        self._joined[name] = self._clock()
+        self._joined[name] = self._clock.now()
 
     def died(self, name: str) -> None:
         joined = self._joined.pop(name, None)
         if joined is None:
             return  # not one of our replacements (an initial or /add replica)
-        if self._clock() - joined < self.stable_after:
+        if self._clock.now() - joined < self.stable_after:
             self.failures += 1
         else:
             self.failures = 0
@@ -58,16 +50,19 @@ class Backoff:
 
 
 class Supervisor:
-    def __init__(self, replicaset: ReplicaSet, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, replicaset: ReplicaSet, backoff: Backoff, clock: Clock | None = None
+    ) -> None:
         self._replicaset = replicaset
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff
+        self._clock = clock or SystemClock()
         self.respawns = 0
 
     async def run(self) -> None:
         rs = self._replicaset
         while True:
             name = await rs.dead.get()
-            started = time.monotonic()
+            started = self._clock.now()
             self.backoff.died(name)
             async with rs.lock:
                 await rs.delete([name])
@@ -79,7 +74,7 @@ class Supervisor:
                     "replaced %s with %s in %.2f s",
                     name,
                     ", ".join(replaced),
-                    time.monotonic() - started,
+                    self._clock.now() - started,
                 )
 
     async def reconcile(self) -> list[str]:
@@ -99,7 +94,7 @@ class Supervisor:
                     self.backoff.failures,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await self._clock.sleep(delay)
             async with rs.lock:
                 if rs.missing() <= 0:
                     return started

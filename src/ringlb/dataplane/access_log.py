@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING
 
+from ringlb.dataplane.request import Request
 from ringlb.model import Replica
-
-if TYPE_CHECKING:
-    from ringlb.dataplane.connection import ProxiedRequest
 
 log = logging.getLogger("ringlb.access")
 
@@ -30,7 +27,7 @@ class AccessLog:
 
     def record(
         self,
-        request: ProxiedRequest,
+        request: Request,
         replica: Replica,
         status: int,
         seconds: float,

@@ -1,12 +1,16 @@
 """ClientConnection: one client's HTTP/1.1 connection, parsed with httptools.
 
-It turns bytes into requests (enforcing header limits, deadlines and body limits),
-answers them strictly in order (pipelining), and hands each proxied request to the
-`Proxy`. Admin paths go to the `AdminAPI` instead. Request heads are rebuilt for the
-replica while they are parsed, so forwarding costs one join, not a second pass.
+It turns bytes into requests (enforcing header limits, deadlines and body limits), answers
+them strictly in order (pipelining), and hands each proxied request to the `Forwarder`;
+the balancer's own paths go to its `LocalEndpoints` instead. A read that holds exactly one
+plain request (see `ringlb.dataplane.plain`: a small GET or HEAD with ordinary headers)
+skips the parser: it is forwarded as received, with our fields appended.
 
-A read that holds exactly one plain request (see `ringlb.dataplane.plain`: a small GET or HEAD with
-ordinary headers) skips the parser: it is forwarded as received, with our fields appended.
+Every state of a connection has a deadline, swept by `ringlb.dataplane.deadlines`: from
+the accept until a request head is in (`header_timeout`, then 408), between two pieces of a
+body (`body_timeout`, 408), while the client does not take the bytes of its answer
+(`send_timeout`: cut off), and while idle between requests (`idle_timeout`: closed). Only
+waiting for a replica has none here: that is the upstream timeout's.
 """
 
 from __future__ import annotations
@@ -14,139 +18,128 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import httptools
 
 from ringlb import contract
 from ringlb.dataplane import http11
 from ringlb.dataplane.body_stream import BodyStream
-from ringlb.dataplane.plain import plain_request, request_fields
+from ringlb.dataplane.deadlines import DeadlineSweep
+from ringlb.dataplane.forward import Forwarder, Forwarding
+from ringlb.dataplane.plain import plain_request
+from ringlb.dataplane.request import HeadParse, Request
+from ringlb.dataplane.routing import LocalEndpoints
+from ringlb.dataplane.upstream import UpstreamConnection
 
-if TYPE_CHECKING:
-    from ringlb.dataplane.forward import Proxy
-    from ringlb.dataplane.upstream import UpstreamConnection
-
-log = logging.getLogger("ringlb.dataplane.forward")
+log = logging.getLogger("ringlb.proxy")
 
 MAX_PIPELINE = 32  # queued requests per connection before we stop reading from it
 STREAM_THRESHOLD = 256 * 1024  # request bodies above this are forwarded while they arrive
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-# What on_header does with a field, by lower-case name; every other field is forwarded.
-_DROP, _HOST, _FORWARDED_FOR, _VIA, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT = range(8)
-_SPECIAL = {name: _DROP for name in http11.REWRITTEN_REQUEST_FIELDS} | {
-    b"host": _HOST,
-    b"x-forwarded-for": _FORWARDED_FOR,
-    b"via": _VIA,
-    b"x-forwarded-proto": _DROP,  # replaced by ours
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _CHUNKED,
-    b"connection": _CONNECTION,
-    b"expect": _EXPECT,  # answered here (100 Continue), not by the replica
-}
+# Deadline kinds (see the module's docstring).
+HEADERS, BODY, IDLE, SEND = 1, 2, 3, 4
 
-# Deadline kinds (see Proxy.run_deadlines).
-IDLE, HEADERS, BODY = 1, 2, 3
-
-# What a listener serves: admin endpoints and proxying (the contract's single port), or
+# What a listener serves: local endpoints and proxying (the contract's single port), or
 # only one of them (with `admin_port` set, the admin API gets a listener of its own).
 BOTH, PROXY_ONLY, ADMIN_ONLY = "both", "proxy", "admin"
 
 
 @dataclass(frozen=True, slots=True)
 class ClientLimits:
-    """What a client connection may take: deadlines (s) and header sizes."""
+    """What a client connection may take: deadlines (s), header and body sizes."""
 
-    header_timeout: float = 10.0  # whole request line + headers, however slowly sent
-    body_timeout: float = 30.0  # longest pause between two pieces of a request body
-    idle_timeout: float = 60.0  # keep-alive connection with no request in progress
-    max_header_bytes: int = 64 * 1024
-    max_headers: int = 100
+    header_timeout: float  # from the accept (or the first byte of a request) to its head
+    body_timeout: float  # longest pause between two pieces of a request body
+    idle_timeout: float  # keep-alive connection with no request in progress
+    send_timeout: float  # longest time the client may leave its answer's bytes untaken
+    max_header_bytes: int
+    max_headers: int
+    max_body: int  # proxied request bodies (local endpoints take contract.MAX_ADMIN_BODY)
 
 
-class ProxiedRequest:
-    __slots__ = (
-        "body",
-        "chunked",
-        "connection_tokens",
-        "expect_continue",
-        "forwarded_for",
-        "has_host",
-        "head_lines",
-        "headers",
-        "keep_alive",
-        "key",
-        "length",
-        "method",
-        "path",
-        "raw_head",
-        "stream",
-        "target",
-        "version",
-        "via",
-    )
+class Host(Protocol):
+    """What a connection needs from the listener that accepted it."""
 
-    def __init__(
-        self, method: str = "", target: bytes = b"", path: str = "", raw_head: bytes | None = None
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.path = path
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_lines = bytearray()  # forwardable header lines, serialized
-        self.body = bytearray()
-        self.keep_alive = True
-        self.key: int | None = None
-        self.length: int | None = None
-        self.chunked = False
-        self.has_host = False
-        self.expect_continue = False
-        self.forwarded_for = b""
-        self.via = b""
-        self.connection_tokens: frozenset[bytes] | None = None
-        self.stream: BodyStream | None = None  # set when the body is forwarded as it comes
-        self.raw_head = raw_head  # a plain request, as received (nothing parsed)
+    forwarder: Forwarder
+    endpoints: LocalEndpoints
+    limits: ClientLimits
+    sweep: DeadlineSweep
 
-    def fields(self) -> list[tuple[bytes, bytes]]:
-        """Returns the header fields (a plain request's are read only when asked for)."""
-        if self.raw_head is not None and not self.headers:
-            self.headers = request_fields(self.raw_head)
-        return self.headers
+    def admit(self, conn: ClientConnection) -> bool:
+        """Counts a new connection in; False when there are too many already."""
+        ...
+
+    def forget(self, conn: ClientConnection) -> None:
+        """Counts a closed connection out."""
+        ...
 
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, answers them in order."""
 
-    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop, role: str = BOTH) -> None:
-        self.proxy = proxy
-        self.loop = loop
-        self.admin_paths = frozenset() if role == PROXY_ONLY else proxy.admin.paths
+    __slots__ = (
+        "admin_only",
+        "busy",
+        "closing",
+        "current",
+        "deadline",
+        "deadline_kind",
+        "draining",
+        "forwarded",
+        "forwarder",
+        "forwarding",
+        "limits",
+        "listener",
+        "local",
+        "local_paths",
+        "local_request",
+        "parse",
+        "parser",
+        "pause_reasons",
+        "paused_for",
+        "paused_upstream",
+        "peer",
+        "proto",
+        "queue",
+        "refused",
+        "sweep",
+        "transport",
+        "worker",
+        "write_paused",
+    )
+
+    def __init__(self, listener: Host, role: str, proto: bytes) -> None:
+        self.listener = listener
+        self.forwarder = listener.forwarder
+        self.sweep = listener.sweep
+        self.limits = listener.limits
+        self.local_paths = frozenset() if role == PROXY_ONLY else listener.endpoints.paths
         self.admin_only = role == ADMIN_ONLY
-        self.limits = proxy.limits
+        self.proto = proto  # the scheme the client used, for X-Forwarded-Proto
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = b"unknown"
         self.local = b"localhost"
         self.forwarded = b""  # the fields we add to a plain request head, with its last CRLF
-        self.current: ProxiedRequest | None = None
-        self.admin_request = False
+        self.parse: HeadParse | None = None  # a request head being parsed
+        self.current: Request | None = None  # a request whose body is being read
+        self.local_request = False  # ... and it is for a local endpoint
         self.refused = False
-        self.queue: deque[ProxiedRequest | tuple[int, str]] = deque()
-        self.busy = False  # an answer is being produced (by the fast path or a task)
-        self.proxying = False  # ... and it is a proxied one, counted in Proxy.inflight
-        self.worker: asyncio.Task[None] | None = None
+        self.queue: deque[Request | tuple[int, str]] = deque()
+        self.busy = False  # an answer is being produced
+        self.forwarding: Forwarding | None = None  # ... for a proxied request
+        self.worker: asyncio.Task[None] | None = None  # ... by a local endpoint
         self.closing = False
+        self.draining = False  # the balancer stops: close after the answers in progress
         self.pause_reasons: set[str] = set()
-        self.deadline = 0.0  # 0: none; else Proxy.now value after which `deadline_kind` fires
+        self.deadline = 0.0  # 0: none; else the sweep's `now` after which `deadline_kind` fires
         self.deadline_kind = 0
-        self.upstream: UpstreamConnection | None = None  # the replica answering right now
-        self.upstream_paused: UpstreamConnection | None = None
-        self.header_bytes = 0
-        self.header_count = 0
+        self.write_paused = False
+        self.paused_upstream: UpstreamConnection | None = None
+        self.paused_for: Forwarding | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -158,20 +151,31 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local:
             self.local = b"%s:%d" % (str(local[0]).encode(), local[1])
-        self.forwarded = http11.forwarding_fields(self.peer, http11.VIA) + b"\r\n"
-        if len(self.proxy.clients) >= self.proxy.capacity.max_connections:
+        self.forwarded = http11.forwarding_fields(self.peer, http11.VIA, self.proto) + b"\r\n"
+        if not self.listener.admit(self):
             body = contract.failure(contract.TOO_MANY_CONNECTIONS)
             self.write(http11.json_response(503, body, keep_alive=False, extra=http11.RETRY_AFTER))
             self.close()
             return
-        self.proxy.clients.add(self)
-        self._deadline(IDLE, self.limits.idle_timeout)
+        self._deadline(HEADERS, self.limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        if self.current is None and not self.busy and self._take_plain(data):
-            return
+        if self.parse is None and self.current is None and not self.busy:
+            # A read that is exactly one plain request, within our limits, for a replica.
+            limits = self.limits
+            plain = plain_request(data) if len(data) <= limits.max_header_bytes else None
+            if plain is not None and data.count(b"\n") - 2 <= limits.max_headers:
+                method, target, path = plain.groups()
+                path = path.decode("latin-1")
+                if path not in self.local_paths and not self.admin_only:
+                    self.deadline = 0.0
+                    self.busy = True
+                    head = data[:-2] + self.forwarded
+                    request = Request(method.decode("latin-1"), target, path, head, data)
+                    self.forwarder.begin(request, self)
+                    return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -180,139 +184,132 @@ class ClientConnection(asyncio.Protocol):
             # client sends next is another protocol, so close after that answer.
             self.closing = True
             last = self.queue[-1] if self.queue else None
-            if isinstance(last, ProxiedRequest):
+            if isinstance(last, Request):
                 last.keep_alive = False
             elif not self.busy:
                 self.close()
         except httptools.HttpParserError as exc:
             self._refuse(400, f"Malformed request: {exc}")
 
-    def _take_plain(self, data: bytes) -> bool:
-        """Starts answering `data` if it is exactly one plain request within our limits;
-        returns False (nothing done) otherwise, and the parser reads it as usual."""
-        limits = self.limits
-        if len(data) > limits.max_header_bytes or self.admin_only:
-            return False
-        plain = plain_request(data)
-        if plain is None or data.count(b"\n") - 2 > limits.max_headers:
-            return False
-        method, target, path = plain.groups()
-        path = path.decode("latin-1")
-        if path in self.admin_paths:
-            return False
-        request = ProxiedRequest(method.decode("latin-1"), target, path, data)
-        self.deadline = 0.0
-        self.busy = True
-        self.proxy.begin(request, self)
-        return True
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._release_slot()  # a cancelled answer never reaches `done`
         self.deadline = 0.0
-        self.proxy.clients.discard(self)
-        if self.current is not None and self.current.stream is not None:
-            self.current.stream.abort()
+        self.listener.forget(self)
+        forwarding, self.forwarding = self.forwarding, None
+        if forwarding is not None:
+            forwarding.cancel()  # nobody will read its answer
+        for request in (self.current, *self.queue):
+            if isinstance(request, Request) and request.stream is not None:
+                request.stream.abort()
         if self.worker is not None:
             self.worker.cancel()
 
-    # -- deadlines (swept by the Proxy; no timer per request) ----------------------------
+    # -- deadlines (swept; no timer per request) -----------------------------------------
 
     def _deadline(self, kind: int, seconds: float) -> None:
+        if self.write_paused:
+            return  # the client owes us its reading first: that deadline stands
         self.deadline_kind = kind
-        self.deadline = self.proxy.now + seconds
+        self.deadline = self.sweep.now + seconds
+
+    def _restore_deadline(self) -> None:
+        """Sets the deadline of the state the connection is in."""
+        limits = self.limits
+        if self.current is not None:
+            self._deadline(BODY, limits.body_timeout)
+        elif self.parse is not None:
+            self._deadline(HEADERS, limits.header_timeout)
+        elif self.busy:
+            self.deadline = 0.0
+        else:
+            self._deadline(IDLE, limits.idle_timeout)
 
     def expired(self) -> None:
-        """Called by the Proxy's sweep once `deadline` has passed."""
+        """Called by the sweep once `deadline` has passed."""
         kind, self.deadline = self.deadline_kind, 0.0
+        limits = self.limits
         if kind == IDLE:
             self.close()
         elif kind == HEADERS:
-            self._refuse(408, contract.slow_headers(self.limits.header_timeout))
+            self._refuse(408, contract.slow_headers(limits.header_timeout))
         elif kind == BODY:
-            if self.current is not None and self.current.stream is not None:
-                self.current.stream.abort()
-            self._refuse(408, contract.slow_body(self.limits.body_timeout))
+            self._refuse(408, contract.slow_body(limits.body_timeout))
+        elif kind == SEND:
+            log.warning(
+                "client %s took none of its answer for %g s: connection cut",
+                self.peer.decode("latin-1"),
+                limits.send_timeout,
+            )
+            self.abort()
 
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.current = ProxiedRequest()
-        self.header_bytes = self.header_count = 0
-        self._deadline(HEADERS, self.limits.header_timeout)
+        self.parse = HeadParse()
+        if self.deadline_kind != HEADERS:  # a new connection's deadline runs from the accept
+            self._deadline(HEADERS, self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
-        request = self.current
-        assert request is not None
-        request.target += url
-        self.header_bytes += len(url)
-        if self.header_bytes > self.limits.max_header_bytes:
+        parse = self.parse
+        if parse is None:
+            return
+        parse.add_target(url)
+        if parse.header_bytes > self.limits.max_header_bytes:
             self._refuse(414, contract.URI_TOO_LONG)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        request = self.current
-        if request is None:
+        parse = self.parse
+        if parse is None:
             return
-        request.headers.append((name, value))
-        self.header_count += 1
-        self.header_bytes += len(name) + len(value)
-        if (
-            self.header_count > self.limits.max_headers
-            or self.header_bytes > self.limits.max_header_bytes
-        ):
+        parse.add(name, value)
+        limits = self.limits
+        if parse.header_count > limits.max_headers or parse.header_bytes > limits.max_header_bytes:
             self._refuse(431, contract.HEADERS_TOO_LARGE)
-            return
-        action = _SPECIAL.get(name.lower())
-        if action is None:
-            request.head_lines += b"%s: %s\r\n" % (name, value)
-        elif action == _HOST:
-            request.has_host = True
-            request.head_lines += b"%s: %s\r\n" % (name, value)
-        elif action == _FORWARDED_FOR:
-            request.forwarded_for += (b", " if request.forwarded_for else b"") + value
-        elif action == _VIA:
-            request.via += (b", " if request.via else b"") + value
-        elif action == _LENGTH:
-            request.length = int(value) if value.isdigit() else None
-        elif action == _CHUNKED:
-            request.chunked = True
-        elif action == _CONNECTION:
-            tokens = http11.named_by_connection(value)
-            if tokens:
-                request.connection_tokens = (request.connection_tokens or frozenset()) | tokens
-        elif action == _EXPECT:
-            request.expect_continue = value.strip().lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
-        request = self.current
-        if request is None:
+        parse, self.parse = self.parse, None
+        if parse is None:
             return
         parser = self.parser
-        request.method = parser.get_method().decode()
-        request.version = parser.get_http_version()
-        # An upgrade is answered as a plain request, then the connection ends (see
-        # data_received): say so in the answer.
-        request.keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        target = request.target
+        method = parser.get_method().decode()
+        length = parse.length
+        target = parse.target
         cut = target.find(b"?")
-        request.path = (target[:cut] if cut >= 0 else target).decode("latin-1")
-        self.admin_request = request.path in self.admin_paths
-        length = request.length
-        limit = self._body_limit()
+        path = (target[:cut] if cut >= 0 else target).decode("latin-1")
+        local = self.local_request = path in self.local_paths
+        limit = contract.MAX_ADMIN_BODY if local else self.limits.max_body
         if length is not None and length > limit:
             self._refuse(413, contract.body_too_large(limit))
             return
-        if not (length or request.chunked):
+        has_body = bool(length or parse.chunked)
+        streamed = has_body and not local and (parse.chunked or (length or 0) > STREAM_THRESHOLD)
+        # An upgrade is answered as a plain request, then the connection ends (see
+        # data_received): say so in the answer.
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        request = parse.request(
+            method,
+            parser.get_http_version() == "1.1",
+            keep_alive,
+            streamed,
+            self.peer,
+            self.local,
+            self.proto,
+        )
+        if not has_body:
+            self.current = None
             self.deadline = 0.0
+            self._enqueue(request)
             return
+        self.current = request
+        request.body = bytearray()
         self._deadline(BODY, self.limits.body_timeout)
-        if request.expect_continue and not self.busy and not self.queue:
+        if parse.expect_continue and not self.busy and not self.queue:
             # Safe only when no earlier answer is pending on this connection.
             self.write(CONTINUE)
-        if not self.admin_request and (request.chunked or (length or 0) > STREAM_THRESHOLD):
+        if streamed:
             # Large or open-ended: forward it while it arrives instead of holding it.
             request.stream = BodyStream(
-                None if request.chunked else length,
+                None if parse.chunked else length,
                 lambda: self._pause_reading("body"),
                 lambda: self._resume_reading("body"),
             )
@@ -326,17 +323,17 @@ class ClientConnection(asyncio.Protocol):
         stream = request.stream
         if stream is not None:
             stream.received += len(body)
-            if stream.received > self.proxy.max_body:
+            max_body = self.limits.max_body
+            if stream.received > max_body:
                 # Only a chunked body can get here (a long Content-Length got 413 up front),
                 # and part of it may be with a replica already: all we can do is hang up.
-                log.warning("chunked body above max_body (%d): closing", self.proxy.max_body)
-                stream.abort()
-                self.close()
+                log.warning("chunked body above max_body (%d): closing", max_body)
+                self.abort()
                 return
             stream.feed(body)
             return
         request.body += body
-        limit = self._body_limit()
+        limit = contract.MAX_ADMIN_BODY if self.local_request else self.limits.max_body
         if len(request.body) > limit:
             self._refuse(413, contract.body_too_large(limit))
 
@@ -347,12 +344,15 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = 0.0
         if request.stream is not None:
             request.stream.finish()  # queued when its headers were complete
-        else:
-            self._enqueue(request)
+            return
+        request.body = bytes(request.body)
+        if not self.local_request:
+            request.head += request.body
+        self._enqueue(request)
 
     # -- the queue of answers --------------------------------------------------------------
 
-    def _enqueue(self, item: ProxiedRequest | tuple[int, str]) -> None:
+    def _enqueue(self, item: Request | tuple[int, str]) -> None:
         self.queue.append(item)
         if len(self.queue) >= MAX_PIPELINE:
             self._pause_reading("pipeline")
@@ -370,123 +370,82 @@ class ClientConnection(asyncio.Protocol):
             self.close()
             return
         self.busy = True
-        if item.path in self.admin_paths:
-            self.worker = self.loop.create_task(self._answer_admin(item))
+        if item.path in self.local_paths:
+            self.worker = asyncio.get_running_loop().create_task(self._answer_locally(item))
             return
         if self.admin_only:
             body = contract.failure(contract.not_on_admin_listener(item.path))
             self.write(http11.json_response(404, body, keep_alive=item.keep_alive))
-            self.done(item.keep_alive)
+            self.answered(item.keep_alive)
             return
-        self.proxy.begin(item, self)
+        self.forwarder.begin(item, self)
 
-    def done(self, keep_alive: bool) -> None:
-        """Called when an answer is complete: starts the next one, or closes, or idles."""
+    def answered(self, keep_alive: bool) -> None:
+        """An answer is complete: starts the next one, or closes, or idles."""
         self.busy = False
-        self.worker = None
-        self._release_slot()
+        self.forwarding = None
         transport = self.transport
         if not keep_alive or transport is None or transport.is_closing():
             self.close()
         elif self.queue:
             self._next()  # a pipelined request, or a queued refusal
-        elif self.closing:
+        elif self.closing or self.draining:
             self.close()
-        elif self.current is None:
-            self._deadline(IDLE, self.limits.idle_timeout)
+        elif self.parse is None and self.current is None and not self.write_paused:
+            self.deadline_kind = IDLE
+            self.deadline = self.sweep.now + self.limits.idle_timeout
 
-    def _release_slot(self) -> None:
-        """Gives back the Proxy.inflight slot a proxied answer held (see Proxy.begin)."""
-        if self.proxying:
-            self.proxying = False
-            self.proxy.inflight -= 1
-
-    async def _answer_admin(self, request: ProxiedRequest) -> None:
-        async def answer() -> bool:
-            admin = self.proxy.admin
+    async def _answer_locally(self, request: Request) -> None:
+        try:
             authorization = next(
-                (v for n, v in request.headers if n.lower() == b"authorization"), None
+                (v for n, v in request.fields() if n.lower() == b"authorization"), None
             )
-            result = await admin.handle(
-                request.method, request.path, bytes(request.body), authorization
+            answer = await self.listener.endpoints.handle(
+                request.method, request.path, request.body, authorization
             )
             self.write(
                 http11.serialize_response(
-                    result.status,
-                    [(b"Content-Type", result.content_type), *result.headers],
-                    result.body,
+                    answer.status,
+                    [(b"Content-Type", answer.content_type), *answer.headers],
+                    answer.body,
                     keep_alive=request.keep_alive,
-                    head=request.method == "HEAD",
+                    head=request.head_only,
                 )
             )
-            return request.keep_alive
-
-        await self.run_answer(answer())
-
-    async def run_answer(self, answer: Coroutine[Any, Any, bool]) -> None:
-        """Awaits an answer in progress (it returns keep-alive), then calls `done`."""
-        try:
-            keep_alive = await answer
+            keep_alive = request.keep_alive
         except asyncio.CancelledError:
             return  # the client went away
         except Exception:
             log.exception("unexpected error while answering a client")
             keep_alive = False
-        self.done(keep_alive)
+        self.worker = None
+        self.answered(keep_alive)
 
-    def upstream_request(self, request: ProxiedRequest) -> bytes:
-        """Returns the request head (and small body) as sent to a replica: hop-by-hop
-        fields out, X-Forwarded-For, X-Forwarded-Proto and Via in."""
-        if request.raw_head is not None:
-            return request.raw_head[:-2] + self.forwarded  # a plain request has none to drop
-        head = bytes(request.head_lines)
-        if request.connection_tokens:
-            head = http11.drop_named_headers(head, request.connection_tokens)
-        # HTTP/1.0 clients may omit Host; HTTP/1.1 replicas require it.
-        host = b"" if request.has_host else b"Host: %s\r\n" % self.local
-        forwarded_for = (
-            request.forwarded_for + b", " + self.peer if request.forwarded_for else self.peer
-        )
-        via = request.via + b", " + http11.VIA if request.via else http11.VIA
-        stream = request.stream
-        if stream is not None:
-            # The body follows separately, as it arrives (UpstreamConnection._pump).
-            if stream.length is None:
-                framing, body = b"Transfer-Encoding: chunked\r\n", b""
-            else:
-                framing, body = b"Content-Length: %d\r\n" % stream.length, b""
-        elif request.body or request.method in ("POST", "PUT", "PATCH"):
-            framing, body = b"Content-Length: %d\r\n" % len(request.body), bytes(request.body)
-        else:
-            framing, body = b"", b""
-        return b"".join(
-            (
-                request.method.encode(),
-                b" ",
-                request.target,
-                b" HTTP/1.1\r\n",
-                head,
-                host,
-                http11.forwarding_fields(forwarded_for, via),
-                framing,
-                b"\r\n",
-                body,
-            )
-        )
-
-    # -- limits and refusals ---------------------------------------------------------------
-
-    def _body_limit(self) -> int:
-        return contract.MAX_ADMIN_BODY if self.admin_request else self.proxy.max_body
+    # -- refusals --------------------------------------------------------------------------
 
     def _refuse(self, status: int, text: str) -> None:
-        """Queues an error answer after the answers already queued, then closes."""
+        """Queues an error answer after the answers already queued, then closes. A request
+        whose body was being forwarded is stopped first: its replica gets no more of it."""
         if self.refused or self.closing:
             return
         self.refused = True
         self.closing = True
         self.deadline = 0.0
-        self.current = None
+        self.parse = None
+        request, self.current = self.current, None
+        if request is not None and request.stream is not None:
+            request.stream.abort()
+            forwarding = self.forwarding
+            if forwarding is not None and forwarding.request is request:
+                self.forwarding = None
+                started = forwarding.answer_started()
+                forwarding.cancel()
+                if started:  # part of its answer went out: no room for ours
+                    self.abort()
+                    return
+                self.busy = False
+            elif request in self.queue:
+                self.queue.remove(request)
         self._enqueue((status, text))
 
     # -- I/O -------------------------------------------------------------------------------
@@ -509,19 +468,49 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.resume_reading()
 
     # Back-pressure: a client that reads slowly slows the replica's answer down, instead
-    # of the answer piling up in our memory.
+    # of the answer piling up in our memory; meanwhile its deadline is the send timeout.
     def pause_writing(self) -> None:
-        upstream = self.upstream
-        if upstream is not None and upstream.transport is not None:
-            upstream.transport.pause_reading()
-            self.upstream_paused = upstream
+        self.write_paused = True
+        self.deadline_kind = SEND
+        self.deadline = self.sweep.now + self.limits.send_timeout
+        forwarding = self.forwarding
+        conn = forwarding.conn if forwarding is not None else None
+        if conn is not None:
+            conn.client_paused()
+            self.paused_upstream, self.paused_for = conn, forwarding
 
     def resume_writing(self) -> None:
-        upstream, self.upstream_paused = self.upstream_paused, None
-        if upstream is not None and upstream.transport is not None and not upstream.closed:
-            upstream.transport.resume_reading()
+        self.write_paused = False
+        conn, self.paused_upstream = self.paused_upstream, None
+        forwarding, self.paused_for = self.paused_for, None
+        if conn is not None and conn.exchange is forwarding:
+            conn.client_resumed()
+        if not self.closing:
+            self._restore_deadline()
+
+    def drain(self) -> None:
+        """The balancer stops: no new requests; close once the answers under way are out."""
+        self.draining = True
+        self._pause_reading("draining")
+        for item in self.queue:
+            if isinstance(item, Request):
+                item.keep_alive = False
+        if not self.busy and not self.queue:
+            self.close()
 
     def close(self) -> None:
+        """Closes after what was written is sent."""
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Closes at once, dropping what is unsent (an answer cut short, a client that does
+        not read): nothing is kept for a peer that will not take it."""
+        self.closing = True
+        self.busy = False
+        forwarding, self.forwarding = self.forwarding, None
+        if forwarding is not None:
+            forwarding.cancel()
+        if self.transport is not None:
+            self.transport.abort()

@@ -34,13 +34,28 @@ REWRITTEN_REQUEST_FIELDS = HOP_BY_HOP | {
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 
+
+# RFC 9112 6.3: final answers that never have a body (nor do 1xx, nor answers to HEAD).
+NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def carries_body(status: int) -> bool:
+    """Returns whether an answer with `status` has a body (a HEAD request's answer never
+    does, which callers check)."""
+    return status >= 200 and status not in NO_BODY_STATUSES
+
+
 VIA = b"1.1 ringlb"
 
 
-def forwarding_fields(forwarded_for: bytes, via: bytes) -> bytes:
+def forwarding_fields(forwarded_for: bytes, via: bytes, proto: bytes) -> bytes:
     """Returns the X-Forwarded-For, X-Forwarded-Proto and Via lines the proxy adds to a
-    request, given the full values of the first and the last."""
-    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\nVia: %s\r\n" % (forwarded_for, via)
+    request, given the full values of the first and the last, and the client's scheme."""
+    return b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nVia: %s\r\n" % (
+        forwarded_for,
+        proto,
+        via,
+    )
 
 
 # Sent with every 503 the balancer gives for want of capacity.
@@ -81,12 +96,13 @@ def serialize_response(
     """Returns a complete response with `body` (left out for HEAD, 204 and 304)."""
     parts = [status_line(status)]
     parts.extend(b"%s: %s\r\n" % (n, v) for n, v in headers)
-    if status >= 200 and status not in (204, 304):
+    has_body = carries_body(status)
+    if has_body:
         parts.append(b"Content-Length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
-    if not head and status not in (204, 304):
+    if has_body and not head:
         parts.append(body)
     return b"".join(parts)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ringlb.dataplane.http11 import HOP_BY_HOP, REWRITTEN_REQUEST_FIELDS
+from ringlb.dataplane.http11 import HOP_BY_HOP, NO_BODY_STATUSES, REWRITTEN_REQUEST_FIELDS
 
 # Possessive quantifiers (*+, ++): nothing here needs backtracking, and not recording
 # where to backtrack to makes matching about a quarter faster.
@@ -77,8 +77,6 @@ _PLAIN_RESPONSE = re.compile(
 
 _FIELD = re.compile(rb"\r\n([^:\r\n]+):[ \t]*([^\r\n]*)")
 
-_NO_BODY = (204, 304)
-
 # Returns a match when its argument is exactly one plain request head, else None; the
 # groups are the method, the target and the target's path. (The pattern's own method: no
 # Python frame in between, on every request.)
@@ -96,5 +94,5 @@ def plain_response(data: bytes) -> int:
     match = _PLAIN_RESPONSE.match(data)
     if match is None or match.end() + int(match[2]) != len(data):
         return 0
-    status = int(match[1])
-    return 0 if status in _NO_BODY else status
+    status = int(match[1])  # 2xx to 5xx: the pattern takes no 1xx
+    return 0 if status in NO_BODY_STATUSES else status

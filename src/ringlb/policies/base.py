@@ -12,14 +12,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from ringlb.model import Replica
-
-
-class Picker(Protocol):
-    def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
-        """Returns the replica for `key`, skipping `exclude` (replicas that already failed
-        this request), or None when no replica is left."""
-        ...
+from ringlb.model import Picker, Replica
 
 
 class KeyedPicker(Picker, Protocol):

@@ -1,0 +1,92 @@
+"""The client side of the data plane: listening sockets and the connections they accepted.
+
+A `Listener` opens the balancer's ports (the contract's port, an admin-only port) and keeps
+the set of open client connections: it refuses connections beyond `max_connections` (503),
+and when the balancer stops it drains them (no new requests, answers in progress finish,
+idle keep-alive connections close) before closing what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ringlb.dataplane.connection import BOTH, ClientConnection, ClientLimits
+from ringlb.dataplane.deadlines import DeadlineSweep
+from ringlb.dataplane.forward import Forwarder
+from ringlb.dataplane.routing import LocalEndpoints
+
+log = logging.getLogger("ringlb.proxy")
+
+BACKLOG = 4096  # accept queue per listening socket
+DRAIN_POLL = 0.01
+
+
+class Listener:
+    def __init__(
+        self,
+        forwarder: Forwarder,
+        endpoints: LocalEndpoints,
+        limits: ClientLimits,
+        sweep: DeadlineSweep,
+        clients: set[ClientConnection],
+        max_connections: int,
+    ) -> None:
+        self.forwarder = forwarder
+        self.endpoints = endpoints
+        self.limits = limits
+        self.sweep = sweep
+        self.clients = clients  # every open client connection (the sweep watches them too)
+        self.max_connections = max_connections
+        self.servers: list[asyncio.Server] = []
+
+    def admit(self, conn: ClientConnection) -> bool:
+        if len(self.clients) >= self.max_connections:
+            return False
+        self.clients.add(conn)
+        return True
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.clients.discard(conn)
+
+    def protocol(self, role: str = BOTH, proto: bytes = b"http") -> ClientConnection:
+        """Returns the protocol for a new client connection on a listener with `role`."""
+        return ClientConnection(self, role, proto)
+
+    async def listen(self, host: str, port: int, role: str) -> asyncio.Server:
+        """Accepts connections on `host:port`; returns the server (its socket says the port)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: ClientConnection(self, role, b"http"),
+            host,
+            port,
+            backlog=BACKLOG,
+            reuse_address=True,
+        )
+        self.servers.append(server)
+        return server
+
+    async def drain(self, timeout: float) -> None:
+        """Stops accepting, lets the answers in progress finish for up to `timeout` seconds
+        (idle connections close at once, busy ones after their answer), then closes the
+        rest."""
+        for server in self.servers:
+            server.close()
+        for conn in list(self.clients):
+            conn.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        if self.clients:
+            log.warning(
+                "%d client connection(s) still busy after %g s: closed", len(self.clients), timeout
+            )
+        self.close()
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        self.servers.clear()
+        for conn in list(self.clients):
+            conn.abort()

@@ -1,0 +1,214 @@
+"""Pooled keep-alive connections to replicas: one `UpstreamPool` per replica.
+
+A pool holds idle connections and caps how many exchanges use the replica at once (`size`),
+so a burst of clients never turns into a burst of connects (which would overflow a
+replica's accept queue and look like a failure). Beyond the cap, requests wait in a bounded
+queue for a bounded time, then get 503.
+
+An exchange that waits on its client (see `ringlb.dataplane.upstream`) is parked: it keeps
+its connection but not its slot, so slow clients cannot keep the others from a replica.
+Like HAProxy, the balancer then opens more connections to the replica; what bounds them is
+the number of client connections (`max_connections`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ringlb.dataplane.retry import Stage
+from ringlb.dataplane.upstream import UpstreamConnection, UpstreamFailure
+from ringlb.model import Replica
+
+
+class Overloaded(Exception):
+    """No capacity for this request now (a full queue, or a wait that timed out). Not the
+    replica's fault: it is not ejected, and the client is told to retry later (503)."""
+
+
+class UpstreamPool:
+    """Keep-alive connections to one replica, at most `size` exchanges active at once."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        size: int,
+        connect_timeout: float,
+        queue_size: int,
+        queue_timeout: float,
+        busy: set[UpstreamConnection],
+    ) -> None:
+        self.replica = replica
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._queue_size = queue_size
+        self._queue_timeout = queue_timeout
+        # Exchanges in progress on every pool of the data plane (swept for timeouts).
+        self.busy = busy
+        self._idle: list[UpstreamConnection] = []
+        self._open = 0
+        self._parked: set[UpstreamConnection] = set()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """Returns an idle open connection at once, or None."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            transport = conn.transport
+            if not conn.closed and transport is not None and not transport.is_closing():
+                return conn
+        return None
+
+    def _has_room(self) -> bool:
+        return self._open - len(self._parked) < self._size
+
+    async def acquire(self, fresh: bool) -> UpstreamConnection:
+        """Returns an idle connection (unless `fresh`), or a new one when there is room;
+        otherwise waits in a bounded queue for at most `queue_timeout`. Raises
+        UpstreamFailure (stage CONNECT) or Overloaded."""
+        loop = asyncio.get_running_loop()
+        may_connect = True
+        deadline = loop.time() + self._queue_timeout
+        while True:
+            if self._closed:
+                raise UpstreamFailure("replica left the ring", Stage.CONNECT)
+            if not fresh:
+                conn = self.take_idle()
+                if conn is not None:
+                    return conn
+            if self._has_room() and (may_connect or self._open == 0):
+                try:
+                    return await self._connect(loop)
+                except UpstreamFailure as exc:
+                    if not exc.slow or self._open == 0:
+                        raise
+                    # The replica is serving our other connections: this connect lost to a
+                    # saturated event loop, not to a dead replica. Wait for a pooled one.
+                    may_connect = False
+                    fresh = False
+                    continue
+            if len(self._waiters) >= self._queue_size:
+                raise Overloaded(f"{self._queue_size} requests already wait for this replica")
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise Overloaded(
+                    f"no free connection to this replica within {self._queue_timeout:g} s"
+                ) from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
+        self._open += 1
+        replica = self.replica
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self, loop), replica.host, replica.port
+                ),
+                self._connect_timeout,
+            )
+        except TimeoutError:
+            self._gone()
+            raise UpstreamFailure(
+                f"connect timed out after {self._connect_timeout:g} s", Stage.CONNECT, slow=True
+            ) from None
+        except OSError as exc:
+            self._gone()
+            raise UpstreamFailure(f"connect failed: {exc.strerror or exc}", Stage.CONNECT) from None
+        return conn
+
+    def adopt(self, conn: UpstreamConnection) -> None:
+        """Counts in a connection opened elsewhere (in-memory tests), as an idle one."""
+        self._open += 1
+        self.release(conn, keep_alive=True)
+
+    def release(self, conn: UpstreamConnection, keep_alive: bool) -> None:
+        """Returns `conn` to the pool, or closes it when it cannot carry another request."""
+        if keep_alive and not conn.closed and not self._closed:
+            conn.reused = True
+            self._idle.append(conn)
+            if self._waiters:
+                self._wake_one()
+        else:
+            conn.close()
+
+    def park(self, conn: UpstreamConnection) -> None:
+        """`conn`'s exchange waits on its client: its slot goes to whoever waits for one."""
+        self._parked.add(conn)
+        if self._waiters:
+            self._wake_one()
+
+    def unpark(self, conn: UpstreamConnection) -> None:
+        """`conn`'s exchange goes on: it counts against the cap again (which it may exceed
+        for a while: it is not stopped for it)."""
+        self._parked.discard(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Forgets a closed connection (called from its connection_lost)."""
+        self._parked.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._gone()
+
+    def _gone(self) -> None:
+        self._open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Closes idle connections now; busy ones close when their exchange ends."""
+        self._closed = True
+        for conn in list(self._idle):
+            conn.close()
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class UpstreamPools:
+    """The pools of one data plane, by replica, made on first use."""
+
+    def __init__(
+        self, size: int, connect_timeout: float, queue_size: int, queue_timeout: float
+    ) -> None:
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._queue_size = queue_size
+        self._queue_timeout = queue_timeout
+        self.by_replica: dict[Replica, UpstreamPool] = {}
+        self.busy: set[UpstreamConnection] = set()  # exchanges in progress, on every pool
+
+    def add(self, replica: Replica) -> UpstreamPool:
+        pool = self.by_replica[replica] = UpstreamPool(
+            replica,
+            self._size,
+            self._connect_timeout,
+            self._queue_size,
+            self._queue_timeout,
+            self.busy,
+        )
+        return pool
+
+    def forget(self, replica: Replica) -> None:
+        """Closes the pool of a replica that left the set for good."""
+        pool = self.by_replica.pop(replica, None)
+        if pool is not None:
+            pool.close()
+
+    def close(self) -> None:
+        for pool in self.by_replica.values():
+            pool.close()
+        self.by_replica.clear()
