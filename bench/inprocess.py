@@ -12,7 +12,6 @@ calls per request, by function: the count does not depend on what else the machi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import sys
 import time
