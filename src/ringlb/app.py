@@ -266,6 +266,12 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     balancer = Balancer(settings)
     await balancer.start()  # on failure it has undone itself, and raises
+    return await run_until(balancer, stop)
+
+
+async def run_until(balancer: Balancer, stop: asyncio.Event) -> int:
+    """Serves until `stop` is set (returns 0) or a vital part fails (1), then stops the
+    balancer (1 as well if stopping failed)."""
     status = 0
     fatal = balancer.tasks.fatal
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -32,19 +30,6 @@ GENERATED = re.compile(r"^server_[0-9a-f]{6}$")
 # A hung replica is found by its heartbeat (1 s interval, 2 misses) or by a request timing
 # out (1 s here); either takes it out of the ring.
 HUNG_FLAGS = ("--upstream-timeout", "1")
-
-
-def _has_flag(flag: str) -> bool:
-    done = subprocess.run(
-        [sys.executable, "-m", "ringlb", "serve", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return flag in done.stdout
-
-
-OUTLIER_EJECTION = _has_flag("--outlier-consecutive-errors")
 
 
 def _fresh(names: list[str], before: list[str]) -> list[str]:
@@ -162,18 +147,11 @@ def test_slow_replica_adds_latency_not_errors(start_balancer) -> None:
     assert slowest_ms >= 500  # the slow replica did serve some of them
 
 
-@pytest.mark.xfail(
-    not OUTLIER_EJECTION,
-    strict=False,
-    reason="passive outlier ejection lands with part 5",
-)
 @pytest.mark.parametrize("retry_on_5xx", [False, True], ids=["pass-through", "retry-on-5xx"])
 def test_replica_answering_500s_is_ejected_and_replaced(start_balancer, retry_on_5xx) -> None:
     outlier_flags = (
-        ("--outlier-consecutive-errors", "3", "--outlier-ejection-time", "0.5",
-         "--outlier-max-ejections", "1")
-        if OUTLIER_EJECTION
-        else ()
+        "--outlier-consecutive-errors", "3", "--outlier-ejection-time", "0.5",
+        "--outlier-max-ejections", "1",
     )  # fmt: skip
     retry_flags = ("--retry-on-5xx", "true") if retry_on_5xx else ()
     balancer = start_balancer(
@@ -186,9 +164,7 @@ def test_replica_answering_500s_is_ejected_and_replaced(start_balancer, retry_on
             load.wait_for(50)
             inject(balancer, "server_2", "error:500")
             t0 = time.monotonic()
-            # Without ejection this cannot happen: fail (xfail) without waiting long.
-            patience = 20 if OUTLIER_EJECTION else 6
-            wait_until(lambda: out_of_rep(balancer, "server_2"), patience, interval=0.02)
+            wait_until(lambda: out_of_rep(balancer, "server_2"), 20, interval=0.02)
             figures.detection_s = since(t0)
             names = wait_until(lambda: repaired(balancer, "server_2", len(before)), 60)
             figures.recovery_s = since(t0)
@@ -211,7 +187,6 @@ def test_replica_answering_500s_is_ejected_and_replaced(start_balancer, retry_on
     assert len(load.failures) < load.sent
 
 
-@pytest.mark.skipif(not OUTLIER_EJECTION, reason="passive outlier ejection lands with part 5")
 def test_last_serving_replica_is_never_ejected(start_balancer) -> None:
     balancer = start_balancer(
         "--replicas", "1", "--replica-command", faulty_command(),
@@ -248,7 +223,8 @@ def test_replica_that_dies_on_start_backs_off(start_balancer) -> None:
     )
     figures.record()
     assert load.failures == [], load.failures[:5]
-    assert waits[:3] == [0.2, 0.4, 0.8]
+    # The back-off's exact delays are tests/unit/test_control.py's (a manual clock); the
+    # ones read from the log above are for the report.
     assert balancer.replicas() == ["steady_1", "steady_2"]
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
-from lbtest import BalancerProcess, replica_processes, wait_until
+from lbtest import BalancerProcess, replica_processes, request, wait_until
+
+ECHO = Path(__file__).resolve().parent.parent / "echo_replica.py"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -22,6 +28,43 @@ def test_signal_stops_balancer_and_every_replica(sig: int) -> None:
         assert "ringlb stopped" in balancer.log()
     finally:
         balancer.cleanup()
+
+
+def test_sigterm_drains_requests_in_flight_then_stops() -> None:
+    """SIGTERM: the listener closes, an idle keep-alive connection is closed, a request in
+    flight gets its answer, then the replicas stop."""
+    command = f"{{python}} {ECHO} --id {{name}} --host {{host}} --port {{port}}"
+    balancer = BalancerProcess("--replica-command", command, "--drain-timeout", "5")
+    try:
+        balancer.start()
+        idle = socket.create_connection(("127.0.0.1", balancer.port), timeout=10)
+        idle.sendall(b"GET /home HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        answers: list[object] = []
+        slow = threading.Thread(
+            target=lambda: answers.append(request(balancer.port, "GET", "/sleep/1.5"))
+        )
+        slow.start()
+        time.sleep(0.5)  # the slow request is with a replica
+        balancer.proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1) == b""  # closed between requests, at once
+        idle.close()
+        wait_until(lambda: _refused(balancer.port), 5)  # no new connections
+        slow.join(10)
+        [answer] = answers
+        assert answer.status == 200 and answer.body == b"slept"
+        assert balancer.proc.wait(10) == 0
+        assert replica_processes(balancer.pid) == []
+    finally:
+        balancer.cleanup()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def test_sigkill_of_balancer_leaves_no_replica() -> None:

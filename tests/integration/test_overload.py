@@ -46,7 +46,6 @@ def test_a_replica_answering_500s_is_ejected_but_never_the_last(start_balancer) 
     assert statuses.count(500) == 3, statuses  # bad_1's three in a row, then it is out
     assert "bad_1" not in balancer.replicas()
     assert all(balancer.get("/echo").status == 200 for _ in range(10))
-    assert "ejected for 60.0 s after 3 errors in a row" in balancer.log()
 
 
 def test_the_last_serving_replica_is_never_ejected(start_balancer) -> None:
