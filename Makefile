@@ -34,9 +34,7 @@ endif
 export RINGLB_REQUIRE_DOCKER
 
 ## test: lint, then the whole suite (unit, integration, docker when an engine is reachable)
-test: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+test: lint
 	$(if $(filter 1,$(RINGLB_REQUIRE_DOCKER)),scripts/docker-engine.sh && scripts/docker-build.sh)
 	$(if $(filter true,$(CI)),scripts/chromium.sh)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -78,9 +76,11 @@ logs:
 ps:
 	docker ps -a $(OURS) --format 'table {{.Names}}\t{{.Label "ringlb.role"}}\t{{.Status}}\t{{.Ports}}'
 
+## lint: ruff, and the layers of the planes (import-linter, contracts in pyproject.toml)
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/lint-imports
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests

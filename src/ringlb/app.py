@@ -35,7 +35,7 @@ from ringlb.dataplane.listener import Listener
 from ringlb.dataplane.pool import UpstreamPools
 from ringlb.lifecycle import BackgroundTasks, Teardown
 from ringlb.policies import capacity_error, make_policy
-from ringlb.runtimes import Runtime, make_runtime
+from ringlb.runtimes import Runtime
 
 log = logging.getLogger("ringlb")
 
@@ -55,6 +55,30 @@ def connection_cap(configured: int) -> int:
         "max_connections %d lowered to %d: the open-file limit is %d", configured, allowed, soft
     )
     return allowed
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    """Returns the runtime selected by `settings.runtime`, configured from `settings`."""
+    if settings.runtime == "process":
+        from ringlb.runtimes.process import ProcessRuntime
+
+        return ProcessRuntime(command=settings.replica_command)
+    if settings.runtime == "docker":
+        from ringlb.runtimes.docker import Containment, DockerRuntime
+
+        return DockerRuntime(
+            image=settings.docker_image,
+            network=settings.docker_network,
+            owner=settings.docker_owner,
+            api_timeout=settings.docker_api_timeout,
+            containment=Containment(
+                memory=settings.docker_memory,
+                cpus=settings.docker_cpus,
+                pids=settings.docker_pids,
+                read_only=settings.docker_read_only,
+            ),
+        )
+    raise ValueError(f"runtime: unknown runtime {settings.runtime!r}")
 
 
 class Balancer:

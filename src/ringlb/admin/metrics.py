@@ -8,7 +8,6 @@ scrapes, so the cost of metrics is paid per scrape, not per request.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -20,14 +19,12 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from ringlb.control.autoscaler import Autoscaler
 from ringlb.control.membership import ReplicaSet
+from ringlb.control.supervisor import Supervisor
+from ringlb.dataplane.forward import Forwarder
 from ringlb.model import LATENCY_BOUNDS
 from ringlb.policies.base import Layout
-
-if TYPE_CHECKING:
-    from ringlb.control.autoscaler import Autoscaler
-    from ringlb.control.supervisor import Supervisor
-    from ringlb.dataplane.forward import Forwarder
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 

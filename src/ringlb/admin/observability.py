@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ringlb import contract
 from ringlb.admin.api import Handler
 from ringlb.admin.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
+from ringlb.control.autoscaler import Autoscaler
 from ringlb.control.membership import ReplicaSet
+from ringlb.control.supervisor import Supervisor
+from ringlb.dataplane.forward import Forwarder
 from ringlb.dataplane.routing import LocalAnswer
 from ringlb.policies import describe_policy
-
-if TYPE_CHECKING:
-    from ringlb.control.autoscaler import Autoscaler
-    from ringlb.control.supervisor import Supervisor
-    from ringlb.dataplane.forward import Forwarder
 
 HTML_CONTENT_TYPE = b"text/html; charset=utf-8"
 NO_STORE = [(b"Cache-Control", b"no-store")]

@@ -16,7 +16,7 @@ replica pause, the replica's silence is not counted against it (the sweep in
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httptools
 
@@ -25,9 +25,6 @@ from ringlb.dataplane.body_stream import BodyStream
 from ringlb.dataplane.plain import plain_response
 from ringlb.dataplane.relay import ResponseRelay
 from ringlb.dataplane.retry import Stage
-
-if TYPE_CHECKING:
-    from ringlb.dataplane.pool import UpstreamPool
 
 
 class UpstreamFailure(Exception):
@@ -38,6 +35,20 @@ class UpstreamFailure(Exception):
         super().__init__(reason)
         self.stage = stage
         self.slow = slow
+
+
+class Pool(Protocol):
+    """The pool a connection belongs to (`ringlb.dataplane.pool.UpstreamPool`)."""
+
+    busy: set[UpstreamConnection]  # exchanges in progress on every pool, swept
+
+    def release(self, conn: UpstreamConnection, keep_alive: bool) -> None: ...
+
+    def park(self, conn: UpstreamConnection) -> None: ...
+
+    def unpark(self, conn: UpstreamConnection) -> None: ...
+
+    def discard(self, conn: UpstreamConnection) -> None: ...
 
 
 class Exchange(Protocol):
@@ -71,7 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         "waiting_on_client",
     )
 
-    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.busy = pool.busy  # exchanges in progress, swept for the upstream timeout
         self.loop = loop
