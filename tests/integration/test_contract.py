@@ -11,7 +11,8 @@ import pytest
 from contract_checks import CHECKS, HOME_RE, error_body
 
 from lbtest import BalancerProcess, cmdline, replica_processes, request
-from ringlb.policies.ring import HashRing, RingParams
+from ringlb.model import Replica
+from ringlb.policies.assignment import AssignmentPolicy
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +37,14 @@ def test_initial_replicas_are_server_1_to_3(shared: BalancerProcess) -> None:
 
 def test_routing_follows_the_assignment_ring(shared: BalancerProcess) -> None:
     """Each X-Request-ID lands where the specification's ring says (replica ids 1, 2, 3)."""
-    ring = HashRing(RingParams(), [("server_1", 1), ("server_2", 2), ("server_3", 3)])
+    ring = AssignmentPolicy().build([Replica(f"server_{i}", i, "", 0) for i in (1, 2, 3)])
     rng = random.Random(2024)
     ids = [rng.randint(100000, 999999) for _ in range(200)]
     seen = Counter()
     for i in ids:
         body = request(shared.port, "GET", "/home", headers={"X-Request-ID": str(i)}).body
         name = HOME_RE.match(body).group(1).decode()
-        assert name == ring.lookup(i), i
+        assert name == ring.pick(i).name, i
         seen[name] += 1
     assert sum(seen.values()) == len(ids)
 

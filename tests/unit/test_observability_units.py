@@ -48,7 +48,7 @@ def test_the_ring_share_is_the_key_space_each_replica_serves() -> None:
     picker = make_policy("assignment").build(members)
     layout = picker.layout()
     # Brute force: each slot belongs to the first virtual server at or after it (wrapping).
-    owners = picker.ring.slots()
+    owners = dict(picker.nodes())
     counts = dict.fromkeys(members, 0)
     for slot in range(512):
         counts[owners[min((p for p in owners if p >= slot), default=min(owners))]] += 1

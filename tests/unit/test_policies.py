@@ -145,34 +145,8 @@ def test_bad_options_are_refused_with_a_message_naming_them(
 
 # -- golden tables -----------------------------------------------------------------------
 
-# CONTRACT.md's ring for replicas 1..3 (derived by hand in tests/unit/test_ring.py).
-ASSIGNMENT_SLOTS = {
-    "server_1": [26, 29, 34, 41, 50, 61, 74, 89, 106],
-    "server_2": [30, 32, 37, 44, 53, 64, 77, 92, 109],
-    "server_3": [35, 38, 42, 49, 58, 69, 82, 97, 114],
-}
-
-
-def test_assignment_policy_builds_the_specification_ring() -> None:
-    picker = make_policy("assignment").build(replicas(3))
-    slots: dict[str, list[int]] = {}
-    for slot, replica in sorted(picker.ring.slots().items()):
-        slots.setdefault(replica.name, []).append(slot)
-    assert slots == ASSIGNMENT_SLOTS
-    # H(i) = i^2 + 2i + 17 (mod 512) then the first slot clockwise, wrapping after 114.
-    for request_id in request_ids(500):
-        slot = (request_id**2 + 2 * request_id + 17) % 512
-        owners = {s: n for n, ss in ASSIGNMENT_SLOTS.items() for s in ss}
-        while slot not in owners:
-            slot = (slot + 1) % 512
-        assert picker.pick(request_id).name == owners[slot]
-
-
-def test_ring_with_the_specification_hash_is_the_assignment_ring() -> None:
-    spec_ring = make_policy("ring", hash="spec", slots=512, vnodes=9).build(replicas(5))
-    assignment = make_policy("assignment").build(replicas(5))
-    for k in range(2000):
-        assert spec_ring.pick(k).name == assignment.pick(k).name
+# The assignment ring's golden table, and its identity with `ring hash=spec,slots=512,
+# vnodes=9`, are tests/unit/test_ring.py's.
 
 
 # Maglev, table size 13, xxhash64 of "server_<i>#0" (offset) and "server_<i>#1" (skip).

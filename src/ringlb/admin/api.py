@@ -26,9 +26,7 @@ Handler = Callable[[bytes], Awaitable[LocalAnswer]]
 class AdminAPI:
     """Routes admin requests by exact path; `paths` is what the data plane must not proxy."""
 
-    def __init__(
-        self, replicaset: ReplicaSet, token: str | None = None, protect_reads: bool = False
-    ) -> None:
+    def __init__(self, replicaset: ReplicaSet, token: str | None, protect_reads: bool) -> None:
         self._replicaset = replicaset
         # With a token, every state-changing request (and, if asked, every read) must carry
         # `Authorization: Bearer <token>`: whoever can call /add and /rm can start and stop

@@ -1,9 +1,10 @@
 """A-4: the specification's hash functions against modified ones, computed and live.
 
-Computed variants run the pure ring (`ringlb.ring.HashRing` with `RingParams`) on the very
-request ids the live experiments sent, with replica ids 1..N as a fresh balancer assigns
-them. Live variants are balancers started with another policy; what they would do is also
-predicted offline from the policy itself, so every live number has a computed twin.
+Computed variants build the `ring` policy's table (`ringlb.policies.ring.build_ring`) with
+other hash functions, on the very request ids the live experiments sent, with replica ids
+1..N as a fresh balancer assigns them. Live variants are balancers started with another
+policy; what they would do is also predicted offline from the policy itself, so every live
+number has a computed twin.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from pathlib import Path
 
 from ringlb.analysis import charts
 from ringlb.analysis.distribution import LoadStats
-from ringlb.policies.ring import (
-    HashRing,
-    RingParams,
-    assignment_key_hash,
-    assignment_vnode_hash,
-)
+from ringlb.model import Replica
+from ringlb.policies.assignment import SPEC_SLOTS, SPEC_VNODES
+from ringlb.policies.hashing import PolynomialHasher
+from ringlb.policies.ring import PointHasher, build_ring
 
-SPEC_SLOTS = 512
+SPEC = PolynomialHasher()  # the specification's H and PHI
 SIX_DIGIT_IDS = range(100000, 1000000)
 GOLDEN32 = 0x9E3779B1  # 2^32 / golden ratio, Knuth's multiplicative hashing constant
 
@@ -54,51 +53,79 @@ def fibonacci_vnode_hash(i: int, j: int) -> int:
 
 
 @dataclass(frozen=True)
+class Hashes:
+    """A point hasher from two functions: H on the key, PHI on (replica id, j)."""
+
+    key_hash: Callable[[int], int]
+    vnode_hash: Callable[[int, int], int]
+
+    def key(self, key: int) -> int:
+        return self.key_hash(key)
+
+    def node(self, replica: Replica, j: int) -> int:
+        return self.vnode_hash(replica.rid, j)
+
+
+def spec_vnode_hash(i: int, j: int) -> int:
+    return SPEC.node(Replica("", i, "", 0), j)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     description: str
-    params: RingParams
+    hasher: PointHasher
+    slots: int = SPEC_SLOTS
+    vnodes: int = SPEC_VNODES
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant("spec", "H(i)=i²+2i+17, PHI(i,j)=i²+j²+2j+25; 512 slots, K=9", RingParams()),
+    Variant("spec", "H(i)=i²+2i+17, PHI(i,j)=i²+j²+2j+25; 512 slots, K=9", SPEC),
     Variant(
         "spec H + mixed PHI",
         "the specification's H, BLAKE2b virtual servers; 512 slots, K=9",
-        RingParams(vnode_hash=mixed_vnode_hash),
+        Hashes(SPEC.key, mixed_vnode_hash),
     ),
     Variant(
         "mixed H + spec PHI",
         "BLAKE2b request hash, the specification's PHI; 512 slots, K=9",
-        RingParams(key_hash=mixed_key_hash),
+        Hashes(mixed_key_hash, spec_vnode_hash),
     ),
     Variant(
         "multiplicative",
         "Knuth multiplicative (Fibonacci) hashing of i and i*9+j; 512 slots, K=9",
-        RingParams(key_hash=fibonacci_key_hash, vnode_hash=fibonacci_vnode_hash),
+        Hashes(fibonacci_key_hash, fibonacci_vnode_hash),
     ),
     Variant(
         "well mixed (K=9)",
         "BLAKE2b 64-bit for both; 512 slots, K=9",
-        RingParams(key_hash=mixed_key_hash, vnode_hash=mixed_vnode_hash),
+        Hashes(mixed_key_hash, mixed_vnode_hash),
     ),
     Variant(
         "well mixed (K=160)",
         "BLAKE2b 64-bit for both; 2^32 slots, 160 virtual servers",
-        RingParams(slots=2**32, vnodes=160, key_hash=mixed_key_hash, vnode_hash=mixed_vnode_hash),
+        Hashes(mixed_key_hash, mixed_vnode_hash),
+        slots=2**32,
+        vnodes=160,
     ),
 )
 
 Lookup = Callable[[int], str | None]
 
 
-def ring_assigner(params: RingParams, join_order: Sequence[str]) -> Callable[[int], Lookup]:
+def ring_assigner(variant: Variant, join_order: Sequence[str]) -> Callable[[int], Lookup]:
     """Returns n -> (lookup of a key on the ring of the first n replicas of `join_order`,
     replica i having ring id i + 1)."""
 
     def at(n: int) -> Lookup:
-        ring = HashRing(params, ((name, index + 1) for index, name in enumerate(join_order[:n])))
-        return ring.lookup
+        members = [Replica(name, index + 1, "", 0) for index, name in enumerate(join_order[:n])]
+        ring = build_ring(variant.hasher, variant.slots, ((r, variant.vnodes) for r in members))
+
+        def lookup(key: int) -> str | None:
+            replica = ring.pick(key) if members else None
+            return replica.name if replica is not None else None
+
+        return lookup
 
     return at
 
@@ -139,7 +166,7 @@ def compute(
         variant.name,
         variant.description,
         "computed",
-        ring_assigner(variant.params, join_order),
+        ring_assigner(variant, join_order),
         join_order,
         keys,
         n_values,
@@ -194,14 +221,15 @@ def agreement(live: Sequence[tuple[int, str]], predicted: Lookup) -> dict[str, i
 
 def spec_facts(keys: Sequence[int], n_max: int) -> dict[str, object]:
     """Returns the numbers that explain the specification ring's unevenness."""
-    reachable = {assignment_key_hash(i) % SPEC_SLOTS for i in SIX_DIGIT_IDS}
+    reachable = {SPEC.key(i) % SPEC_SLOTS for i in SIX_DIGIT_IDS}
     squares = {(x * x) % SPEC_SLOTS for x in range(SPEC_SLOTS)}
-    sampled = Counter(assignment_key_hash(k) % SPEC_SLOTS for k in keys)
-    ring = HashRing(RingParams(), ((f"server_{i}", i) for i in range(1, n_max + 1)))
-    positions = sorted(ring.slots())
+    sampled = Counter(SPEC.key(k) % SPEC_SLOTS for k in keys)
+    members = [Replica(f"server_{i}", i, "", 0) for i in range(1, n_max + 1)]
+    ring = build_ring(SPEC, SPEC_SLOTS, ((r, SPEC_VNODES) for r in members))
+    positions = [slot for slot, _ in ring.nodes()]
     wrapped = sum(c for slot, c in sampled.items() if slot > positions[-1] or slot <= positions[0])
     vnode_slots = {
-        str(i): sorted(assignment_vnode_hash(i, j) % SPEC_SLOTS for j in range(9))
+        str(i): sorted(spec_vnode_hash(i, j) % SPEC_SLOTS for j in range(SPEC_VNODES))
         for i in range(1, n_max + 1)
     }
     return {
@@ -213,7 +241,7 @@ def spec_facts(keys: Sequence[int], n_max: int) -> dict[str, object]:
         "ring_span_for_n_max": [positions[0], positions[-1]],
         "n_max": n_max,
         "share_of_keys_wrapping_to_first_vnode": round(wrapped / len(keys), 4) if keys else 0.0,
-        "first_vnode_owner": ring.slots()[positions[0]],
+        "first_vnode_owner": ring.nodes()[0][1].name,
         "wrap_arc_slots": SPEC_SLOTS - positions[-1] + positions[0],
         "largest_inner_arc_slots": max(b - a for a, b in pairwise(positions)),
     }

@@ -53,7 +53,7 @@ def render(res: dict[str, Any]) -> str:
         "**Live or computed.** A-1, A-2 and A-3 are measured live against a real balancer "
         "and real replica processes. In A-4, rows marked *live* are measured the same way on "
         "balancers started with other policies; rows marked *computed* run the pure ring "
-        "(`ringlb.ring.HashRing`) offline on the very same request ids with replica ids "
+        "(`ringlb.policies.ring.build_ring`) offline on the very same request ids with replica ids "
         "1..N.\n"
     )
 

@@ -137,7 +137,7 @@ async def run(options: argparse.Namespace) -> Analysis:
     # A-4, computed on the same ids with the ring ids a fresh balancer gives (1..N).
     join = a2.join_order
     computed = [hashes.compute(v, join, keys, n_values) for v in hashes.VARIANTS]
-    spec_at = hashes.ring_assigner(hashes.VARIANTS[0].params, join)
+    spec_at = hashes.ring_assigner(hashes.VARIANTS[0], join)
     checks_live = {"N=3 (A-1)": hashes.agreement(a1.answered(), spec_at(3))}
     for n, r in a2.by_n.items():
         checks_live[f"N={n} (A-2)"] = hashes.agreement(r.answered(), spec_at(n))

@@ -1,54 +1,23 @@
-"""`assignment`: the specification's ring (512 slots, K=9, H and PHI polynomials)."""
+"""`assignment`: the specification's ring, exactly, as a preset of `ring`.
+
+512 slots, K = log2(512) = 9 virtual servers per replica, `H(i) = i^2 + 2i + 17` on the
+request id and `PHI(i, j) = i^2 + j^2 + 2j + 25` on the replica's integer id (the `spec`
+hash of `ringlb.policies.hashing`), quadratic probing; no options, no weights. It is
+`ring` with `hash=spec,slots=512,vnodes=9` and every weight 1, so it holds 56 replicas.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator, Sequence
+from ringlb.policies.ring_hash import RingHashPolicy
 
-from ringlb.model import Replica
-from ringlb.policies.base import EmptyPicker, Layout, Picker, sampled_layout
-from ringlb.policies.ring import HashRing, RingParams
-
-
-class RingPicker:
-    """Routes a key to the first replica clockwise on a `HashRing` of replica ids."""
-
-    __slots__ = ("ring",)
-
-    def __init__(self, ring: HashRing[Replica]) -> None:
-        self.ring = ring
-
-    def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
-        if not exclude:
-            return self.ring.lookup(key)
-        for replica in self.ring.walk(key):
-            if replica not in exclude:
-                return replica
-        return None
-
-    def candidates(self, key: int) -> Iterator[Replica]:
-        """Yields the distinct replicas clockwise from the key's slot (for bounded loads)."""
-        return iter(self.ring.walk(key))
-
-    def layout(self) -> Layout:
-        """Returns every virtual server's slot and owner."""
-        slots = sorted(self.ring.slots().items())
-        return sampled_layout(
-            self.ring.params.slots, [owner for _, owner in slots], [slot for slot, _ in slots]
-        )
+SPEC_SLOTS = 512
+SPEC_VNODES = 9  # K = log2(512)
 
 
-class AssignmentPolicy:
+class AssignmentPolicy(RingHashPolicy):
     name = "assignment"
-    keyed = True
     OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, params: RingParams | None = None) -> None:
-        self.params = params or RingParams()
-        self.options: dict[str, object] = {}
-        # Every replica needs `vnodes` free slots: beyond this the ring cannot be built.
-        self.capacity = self.params.slots // self.params.vnodes
-
-    def build(self, replicas: Sequence[Replica]) -> Picker:
-        if not replicas:
-            return EmptyPicker()
-        return RingPicker(HashRing(self.params, ((r, r.rid) for r in replicas)))
+    def __init__(self) -> None:
+        super().__init__(hash="spec", slots=SPEC_SLOTS, vnodes=SPEC_VNODES, weighted=False)
+        self.options = {}
