@@ -14,11 +14,16 @@ the number of client connections (`max_connections`).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 
 from ringlb.dataplane.retry import Stage
 from ringlb.dataplane.upstream import UpstreamConnection, UpstreamFailure
 from ringlb.model import Replica
+
+# Kernel receive buffer of a connection to a replica (Linux doubles it): reads are at most
+# about twice this, whatever the answer's size.
+READ_BUFFER = 32 * 1024
 
 
 class Overloaded(Exception):
@@ -105,14 +110,8 @@ class UpstreamPool:
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection:
         self._open += 1
-        replica = self.replica
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: UpstreamConnection(self, loop), replica.host, replica.port
-                ),
-                self._connect_timeout,
-            )
+            _, conn = await asyncio.wait_for(self._open_socket(loop), self._connect_timeout)
         except TimeoutError:
             self._gone()
             raise UpstreamFailure(
@@ -122,6 +121,25 @@ class UpstreamPool:
             self._gone()
             raise UpstreamFailure(f"connect failed: {exc.strerror or exc}", Stage.CONNECT) from None
         return conn
+
+    async def _open_socket(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[asyncio.BaseTransport, UpstreamConnection]:
+        replica = self.replica
+        family, kind, proto, _, address = (
+            await loop.getaddrinfo(replica.host, replica.port, type=socket.SOCK_STREAM)
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            # A small receive buffer bounds each read from the replica, hence what one slow
+            # client can make us hold (a read it does not take stays in our memory).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READ_BUFFER)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            return await loop.create_connection(lambda: UpstreamConnection(self, loop), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
 
     def adopt(self, conn: UpstreamConnection) -> None:
         """Counts in a connection opened elsewhere (in-memory tests), as an idle one."""
