@@ -146,12 +146,10 @@ class Forwarding:
             return
         forwarder = self.forwarder
         request = self.request
-        client = self.client
-        assert client is not None
         self.replica = replica
         replica.inflight += 1
         retry_5xx = forwarder.retry_5xx and self._may_retry_5xx()
-        self.relay = relay = ResponseRelay(client.write, request, retry_5xx)
+        self.relay = relay = ResponseRelay(self.client.write, request, retry_5xx)  # type: ignore[union-attr]
         if not fresh and request.stream is None:
             pool = forwarder.by_replica.get(replica)
             conn = pool.take_idle() if pool is not None else None
@@ -201,12 +199,11 @@ class Forwarding:
 
     def answered(self, conn: UpstreamConnection, keep_alive: bool) -> None:
         """The replica's whole answer is relayed (or held back: a 5xx, to try another)."""
-        replica = self.replica
-        assert replica is not None
+        # (No asserts on this path: it runs for every request.)
+        replica: Replica = self.replica  # type: ignore[assignment]
         self.replica = self.conn = None
         replica.inflight -= 1
-        relay = self.relay
-        assert relay is not None
+        relay: ResponseRelay = self.relay  # type: ignore[assignment]
         status = relay.status
         seconds = conn.last_read - conn.sent_at
         replica.count_answer(status, seconds)
@@ -215,9 +212,10 @@ class Forwarding:
             forwarder.routing.report_error(replica)
         elif replica.errors_in_row:
             replica.errors_in_row = 0
+        request = self.request
         if forwarder.access_log is not None and self.client is not None:
-            forwarder.access_log.record(self.request, replica, status, seconds, self.client.peer)
-        stream = self.request.stream
+            forwarder.access_log.record(request, replica, status, seconds, self.client.peer)
+        stream = request.stream
         if stream is None:
             conn.pool.release(conn, keep_alive)
         else:
@@ -320,8 +318,7 @@ class Forwarding:
     def _finish(self, keep_alive: bool) -> None:
         self.forwarder.inflight -= 1
         client, self.client = self.client, None
-        assert client is not None
-        client.answered(keep_alive)
+        client.answered(keep_alive)  # type: ignore[union-attr]
 
     def _cut_short(self) -> None:
         self.forwarder.inflight -= 1
