@@ -338,3 +338,31 @@ def test_polynomial_hashes_use_the_given_coefficients() -> None:
 def test_user_hash_must_return_an_int() -> None:
     with pytest.raises(ValueError, match=r"hash \('hashlib:sha256'\) must return an int"):
         make_hasher("hashlib:sha256")
+
+
+# -- determinism: a table is a function of the membership --------------------------------
+
+
+@pytest.mark.parametrize(("name", "options"), [v for v in VARIANTS if v[0] in HASH_POLICIES])
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_the_same_replicas_in_any_join_order_give_the_same_table(
+    name: str, options: dict, data: st.DataObject
+) -> None:
+    """Two balancers (or one before and after a restart) that see the same replicas, with
+    the same names, weights and ring ids, joined in other orders, route every key alike."""
+    count = data.draw(st.integers(2, 12))
+    weights = data.draw(
+        st.lists(st.sampled_from([1.0, 1.0, 2.0, 0.5]), min_size=count, max_size=count)
+    )
+    rids = data.draw(st.permutations(range(1, count + 1)))
+    members = [(f"r{n:02d}", rid, w) for n, (rid, w) in enumerate(zip(rids, weights, strict=True))]
+    order = data.draw(st.permutations(members))
+    chosen = policy(name, **options)
+
+    def build(joined):
+        return chosen.build([Replica(n, rid, "127.0.0.1", 0, weight=w) for n, rid, w in joined])
+
+    first, second = build(members), build(order)
+    for key in request_ids(2000, seed=count):
+        assert first.pick(key).name == second.pick(key).name, key

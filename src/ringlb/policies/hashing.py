@@ -67,6 +67,10 @@ class BytesHasher:
         """Returns the policy options that select this hash (for GET /policy)."""
         return {"hash": self.name}
 
+    def identity(self, replica: Replica) -> tuple[object, ...]:
+        """Returns what this hash knows a replica by (its name), to order replicas by."""
+        return (replica.name,)
+
 
 @dataclass(frozen=True, slots=True)
 class PolynomialHasher:
@@ -83,6 +87,10 @@ class PolynomialHasher:
         for coefficient in self.h:
             value = value * key + coefficient
         return abs(value)
+
+    def identity(self, replica: Replica) -> tuple[object, ...]:
+        """Returns what this hash knows a replica by (its ring id), to order replicas by."""
+        return (replica.rid, replica.name)
 
     def node(self, replica: Replica, j: int) -> int:
         a, b, c, d = self.phi
@@ -101,6 +109,16 @@ class PolynomialHasher:
 
 
 Hasher = BytesHasher | PolynomialHasher
+
+
+def canonical_order(replicas: Sequence[Replica], hasher: Hasher) -> list[Replica]:
+    """Returns `replicas` in an order that depends only on what `hasher` knows them by.
+
+    Tables built in this order are a function of the membership, never of the order the
+    replicas joined: two balancers with the same replicas (or one balancer before and
+    after a restart that adopted them) route every key alike. (Envoy fixed the same defect
+    in its ring and Maglev by sorting hosts, envoy#20703.)"""
+    return sorted(replicas, key=hasher.identity)
 
 
 def make_hasher(

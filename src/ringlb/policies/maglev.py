@@ -24,7 +24,7 @@ from ringlb.policies.base import (
     first_allowed,
     sampled_layout,
 )
-from ringlb.policies.hashing import make_hasher
+from ringlb.policies.hashing import canonical_order, make_hasher
 from ringlb.policies.options import PolicyError, integer, is_prime
 
 DEFAULT_TABLE_SIZE = 65537
@@ -93,9 +93,9 @@ class MaglevPolicy:
     def build(self, replicas: Sequence[Replica]) -> Picker:
         if not replicas:
             return EmptyPicker()
-        # A table smaller than the replica set cannot give everyone a slot; the first M
-        # replicas (join order) share it.
-        members = list(replicas[: self.table_size])
+        # The fill order decides contested slots: an order of the membership alone. A table
+        # smaller than the replica set cannot give everyone a slot; the first M share it.
+        members = canonical_order(replicas, self.hasher)[: self.table_size]
         return MaglevPicker(self.fill(members), replicas, self.hasher.key)
 
     def fill(self, replicas: Sequence[Replica]) -> list[Replica]:

@@ -16,7 +16,7 @@ from xxhash import xxh64_intdigest
 
 from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker, equal_weights, first_allowed
-from ringlb.policies.hashing import SPACE64, make_hasher
+from ringlb.policies.hashing import SPACE64, canonical_order, make_hasher
 
 
 class RendezvousPicker:
@@ -73,7 +73,9 @@ class RendezvousPolicy:
         if not replicas:
             return EmptyPicker()
         node = self.hasher.node
-        members = [(r, node(r, 0) & (SPACE64 - 1), r.weight) for r in replicas]
+        # Equal scores go to the first listed: list in an order of the membership alone.
+        ordered = canonical_order(replicas, self.hasher)
+        members = [(r, node(r, 0) & (SPACE64 - 1), r.weight) for r in ordered]
         return RendezvousPicker(members, self._key, not equal_weights(replicas))
 
     def _key(self, key: int) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ringlb.model import Replica
 from ringlb.policies.base import EmptyPicker, Picker
-from ringlb.policies.hashing import SPACE64, make_hasher
+from ringlb.policies.hashing import SPACE64, canonical_order, make_hasher
 from ringlb.policies.options import PolicyError, integer
 from ringlb.policies.ring import build_ring
 
@@ -68,5 +68,7 @@ class RingHashPolicy:
     def build(self, replicas: Sequence[Replica]) -> Picker:
         if not replicas:
             return EmptyPicker()
+        # Contested slots go to the first placed: place in an order of the membership alone.
+        replicas = canonical_order(replicas, self.hasher)
         counts = zip(replicas, self.vnode_counts(replicas), strict=True)
         return build_ring(self.hasher, self.slots, counts)
