@@ -104,7 +104,7 @@ bench: $(VENV)/.installed-run
 
 ## attack: slow and malformed clients (slowhttptest, raw holders) against ringlb and HAProxy
 ## over the same replicas, with a probe client; the table goes into docs/reliability.md
-## (installs slowhttptest and haproxy from Debian when missing; ~13 minutes).
+## (installs slowhttptest and haproxy from Debian when missing; ~12 minutes).
 ## ATTACK_ARGS="--only idle,bad-chunk --seconds 15" for one attack or shorter runs.
 attack: $(VENV)/.installed-run
 	bash bench/install.sh haproxy slowhttptest

@@ -11,7 +11,7 @@ balancer's resident memory is read from /proc; `--settle` seconds after the atta
 its final memory and the client connections it still holds are read. Writes
 bench/results/attack-*.json and, for a full run, the table of docs/reliability.md.
 
-    python bench/attack.py                      # every attack, ~14 minutes
+    python bench/attack.py                      # every attack, ~12 minutes
     python bench/attack.py --only idle,bad-chunk --seconds 15
     python bench/attack.py --report bench/results/attack-latest.json --write-doc
 """
@@ -108,7 +108,9 @@ HAPROXY_SERVER_MAXCONN = {"haproxy": None, "haproxy-cap64": targets.UPSTREAM_CAP
 BALANCERS = ("haproxy", "haproxy-cap64", "ringlb")
 
 
-def start_haproxy(name: str, workdir: Path, replicas: list[targets.ReplicaEndpoint]):
+def start_haproxy(
+    name: str, workdir: Path, replicas: list[targets.ReplicaEndpoint]
+) -> targets.Haproxy:
     """Starts the HAProxy variant `name` in front of `replicas`, with its files in `workdir`."""
     workdir.mkdir()
     stats = [f"stats socket {workdir / 'haproxy.sock'} mode 600 level user"]
@@ -242,7 +244,9 @@ async def run_one(
     log = getattr(target.proc, "log_path", None)
     log_offset = log.stat().st_size if log else 0
     row: dict = {"load_average_at_start": os.getloadavg()}
-    # Connections first: the state requests' own connection is still closing for a moment.
+    # The start-up check's connection (and, below, the state requests') is still closing
+    # for a moment: let it go before counting the connections the balancer holds.
+    await asyncio.sleep(1)
     connections_before = procstat.tcp_connections(pid, target.port)
     before = state()
     rss_start = procstat.memory_kib(pid)["VmRSS"]
