@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench analysis faults clean
+.PHONY: run test lint format bench attack analysis faults clean
 .PHONY: build up down logs ps
 
 $(BIN)/python:
@@ -101,6 +101,14 @@ faults: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-run
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## attack: slow and malformed clients (slowhttptest, raw holders) against ringlb and HAProxy
+## over the same replicas, with a probe client; the table goes into docs/reliability.md
+## (installs slowhttptest and haproxy from Debian when missing; ~12 minutes).
+## ATTACK_ARGS="--only idle,bad-chunk --seconds 15" for one attack or shorter runs.
+attack: $(VENV)/.installed-run
+	bash bench/install.sh haproxy slowhttptest
+	$(BIN)/python bench/attack.py $(ATTACK_ARGS)
 
 $(VENV)/.installed-analysis: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[analysis]'

@@ -49,3 +49,43 @@ def total_memory_kib(pids: list[int]) -> dict[str, int]:
         for name, value in memory_kib(pid).items():
             total[name] += value
     return total
+
+
+# The kernel's TCP states (include/net/tcp_states.h), as /proc/net/tcp writes them in hex.
+TCP_STATES = {
+    1: "ESTABLISHED",
+    2: "SYN_SENT",
+    3: "SYN_RECV",
+    4: "FIN_WAIT1",
+    5: "FIN_WAIT2",
+    6: "TIME_WAIT",
+    7: "CLOSE",
+    8: "CLOSE_WAIT",
+    9: "LAST_ACK",
+    10: "LISTEN",
+    11: "CLOSING",
+}
+
+
+def tcp_connections(pid: int, local_port: int) -> dict[str, int]:
+    """Returns the TCP sockets `pid` holds open on `local_port` (the connections its clients
+    made to that listening port), counted by state; the listening socket is left out."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    counts: dict[str, int] = {}
+    for table in ("tcp", "tcp6"):
+        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT, st the state in hex, inode the tenth field.
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            state = TCP_STATES.get(int(fields[3], 16), fields[3])
+            if port == local_port and state != "LISTEN" and fields[9] in inodes:
+                counts[state] = counts.get(state, 0) + 1
+    return counts

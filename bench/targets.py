@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,11 +125,13 @@ class Ringlb(_Process):
 
     name = "ringlb"
 
-    def __init__(self, workdir: Path, policy: str = "round_robin") -> None:
+    def __init__(
+        self, workdir: Path, policy: str = "round_robin", extra_args: Sequence[str] = ()
+    ) -> None:
         self.port = free_port()
         self.policy = policy
         args = [sys.executable, "-m", "ringlb", "serve", "--port", str(self.port)]
-        args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy]
+        args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy, *extra_args]
         self._spawn(args, workdir / "ringlb.log", cwd=ROOT)
         self._ready("/rep", "ringlb serve")
         self.replicas = replicas_of(self.proc.pid)
@@ -178,7 +181,7 @@ global
     # server-side connections are shared, so 10,000 clients need about 10,100: warn only.
     no strict-limits
     maxconn 10100
-
+{global_extra}
 defaults
     mode http
     timeout connect 1s
@@ -187,7 +190,7 @@ defaults
     timeout http-keep-alive 30s
     option http-keep-alive
     http-reuse always
-
+{defaults_extra}
 frontend bench
     bind 127.0.0.1:{port} backlog 4096
     # The fields ringlb adds to every request (Host is kept as sent): the replicas read
@@ -198,8 +201,8 @@ frontend bench
     default_backend replicas
 
 backend replicas
-    # Round robin, like ringlb's `round_robin` policy and nginx's default. At most
-    # {cap} connections per replica (ringlb's upstream_pool_size), extra requests queue.
+    # Round robin, like ringlb's `round_robin` policy and nginx's default.
+{cap_comment}
     balance roundrobin
     timeout queue 30s
     option httpchk GET /heartbeat
@@ -208,16 +211,42 @@ backend replicas
 
 
 class Haproxy(_Process):
+    """HAProxy with HAPROXY_CONFIG; `global_extra` and `defaults_extra` are lines added to
+    those sections (the attack harness adds a header timeout and a stats socket), and
+    `server_maxconn` caps the connections to each replica (None: HAProxy's default, no cap).
+    """
+
     name = "haproxy"
 
-    def __init__(self, workdir: Path, replicas: list[ReplicaEndpoint]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        replicas: list[ReplicaEndpoint],
+        global_extra: Sequence[str] = (),
+        defaults_extra: Sequence[str] = (),
+        server_maxconn: int | None = UPSTREAM_CAP,
+    ) -> None:
         self.port = free_port()
+        cap = f" maxconn {server_maxconn}" if server_maxconn else ""
         servers = "\n".join(
-            f"    server {r.name} 127.0.0.1:{r.port} check inter 1s maxconn {UPSTREAM_CAP}"
-            for r in replicas
+            f"    server {r.name} 127.0.0.1:{r.port} check inter 1s{cap}" for r in replicas
         )
+        if server_maxconn:
+            cap_comment = (
+                f"    # At most {server_maxconn} connections per replica (ringlb's "
+                "upstream_pool_size), extra requests queue."
+            )
+        else:
+            cap_comment = "    # No cap on the connections per replica (HAProxy's default)."
         config = workdir / "haproxy.cfg"
-        config.write_text(HAPROXY_CONFIG.format(port=self.port, servers=servers, cap=UPSTREAM_CAP))
+        text = HAPROXY_CONFIG.format(
+            port=self.port,
+            servers=servers,
+            cap_comment=cap_comment,
+            global_extra="".join(f"    {line}\n" for line in global_extra),
+            defaults_extra="".join(f"    {line}\n" for line in defaults_extra),
+        )
+        config.write_text(text)
         self._spawn([_binary("haproxy"), "-db", "-f", str(config)], workdir / "haproxy.log")
         self._ready("/home", "haproxy")
 
