@@ -38,6 +38,9 @@ log = logging.getLogger("ringlb.proxy")
 MAX_PIPELINE = 32  # queued requests per connection before we stop reading from it
 STREAM_THRESHOLD = 256 * 1024  # request bodies above this are forwarded while they arrive
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Unsent answer bytes above which the replica's answer stops being read: with the bounded
+# reads from a replica (pool.READ_BUFFER), what one slow client makes us hold.
+WRITE_HIGH_WATER = 16 * 1024
 
 # Deadline kinds (see the module's docstring).
 HEADERS, BODY, IDLE, SEND = 1, 2, 3, 4
@@ -145,6 +148,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0]).encode()
@@ -236,7 +240,7 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(408, contract.slow_body(limits.body_timeout))
         elif kind == SEND:
             log.warning(
-                "client %s took none of its answer for %g s: connection cut",
+                "client %s reads too slowly (its answer did not drain in %g s): connection cut",
                 self.peer.decode("latin-1"),
                 limits.send_timeout,
             )

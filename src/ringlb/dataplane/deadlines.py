@@ -4,7 +4,8 @@ Client connections carry one deadline each (see `ringlb.dataplane.connection`); 
 with a replica time out after `upstream_timeout` seconds of the replica's silence (time
 spent waiting on the client does not count). Deadlines are enforced to within a tick. An
 exception in one expiry is logged and the sweep goes on: a sweep that died would leave
-every deadline unenforced.
+every deadline unenforced. After many client connections have closed, the sweep also
+hands the memory they used back to the system (`ringlb.memory`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import logging
 import time
 from typing import Protocol
 
+from ringlb.memory import give_back_memory
+
 log = logging.getLogger("ringlb.proxy")
+
+# Closed client connections (since the last trim) that make the heap worth trimming, and
+# the least time between two trims (s).
+TRIM_AFTER_CLOSED = 256
+TRIM_INTERVAL = 5.0
 
 
 class HasDeadline(Protocol):
@@ -46,6 +54,8 @@ class DeadlineSweep:
         self.tick = tick
         # The event loop's clock (monotonic), which the upstream connections read too.
         self.now = time.monotonic()
+        self._most_clients = 0  # since the last trim
+        self._trimmed_at = self.now
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -67,3 +77,9 @@ class DeadlineSweep:
                 exchange.time_out(timeout)
             except Exception:
                 log.exception("an upstream timeout failed to expire")
+        clients = len(self._clients)
+        self._most_clients = max(self._most_clients, clients)
+        closed = self._most_clients - clients
+        if closed >= TRIM_AFTER_CLOSED and now - self._trimmed_at >= TRIM_INTERVAL:
+            give_back_memory()
+            self._most_clients, self._trimmed_at = clients, now

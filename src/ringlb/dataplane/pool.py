@@ -23,7 +23,7 @@ from ringlb.model import Replica
 
 # Kernel receive buffer of a connection to a replica (Linux doubles it): reads are at most
 # about twice this, whatever the answer's size.
-READ_BUFFER = 32 * 1024
+READ_BUFFER = 16 * 1024
 
 
 class Overloaded(Exception):

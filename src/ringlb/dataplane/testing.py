@@ -75,6 +75,9 @@ class MemoryTransport(asyncio.Transport):
             self._lost = True
             asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.write_limits = (high, low)
+
     def pause_reading(self) -> None:
         self.reading = False
 
