@@ -14,6 +14,7 @@ the number of client connections (`max_connections`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections import deque
 
@@ -125,11 +126,8 @@ class UpstreamPool:
     async def _open_socket(
         self, loop: asyncio.AbstractEventLoop
     ) -> tuple[asyncio.BaseTransport, UpstreamConnection]:
-        replica = self.replica
-        family, kind, proto, _, address = (
-            await loop.getaddrinfo(replica.host, replica.port, type=socket.SOCK_STREAM)
-        )[0]
-        sock = socket.socket(family, kind, proto)
+        family, address = await self._address(loop)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             # A small receive buffer bounds each read from the replica, hence what one slow
             # client can make us hold (a read it does not take stays in our memory).
@@ -140,6 +138,19 @@ class UpstreamPool:
         except BaseException:
             sock.close()
             raise
+
+    async def _address(self, loop: asyncio.AbstractEventLoop) -> tuple[int, tuple]:
+        """Returns the replica's address family and socket address. An IP address needs no
+        lookup (a lookup runs in a thread: under a burst of connects, a queue)."""
+        host, port = self.replica.host, self.replica.port
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            family, _, _, _, address = (
+                await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            )[0]
+            return family, address
+        return (socket.AF_INET6 if ip.version == 6 else socket.AF_INET), (host, port)
 
     def adopt(self, conn: UpstreamConnection) -> None:
         """Counts in a connection opened elsewhere (in-memory tests), as an idle one."""
