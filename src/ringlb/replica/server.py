@@ -1,4 +1,5 @@
-"""The replica web server: `/home`, `/heartbeat`, and a JSON 404 for everything else."""
+"""The replica web server: `/home`, `/heartbeat`, a WebSocket echo on `/ws`, and a JSON
+404 for everything else."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from aiohttp import web
 from ringlb import contract
 
 log = logging.getLogger("ringlb.replica")
+
+# Largest WebSocket message /ws takes (aiohttp's default, 4 MiB, is below what tests send).
+MAX_WS_MESSAGE = 64 * 1024 * 1024
 
 
 def _json(status: int, body: bytes) -> web.Response:
@@ -26,9 +30,23 @@ def make_app(server_id: str) -> web.Application:
     async def heartbeat(request: web.Request) -> web.Response:
         return web.Response(status=200)
 
+    async def echo(request: web.Request) -> web.StreamResponse:
+        """Sends every text or binary message back; the 101 names the replica
+        (X-Server-ID), so a client can see where its tunnel goes."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE)
+        ws.headers["X-Server-ID"] = server_id
+        await ws.prepare(request)
+        async for message in ws:
+            if message.type == web.WSMsgType.TEXT:
+                await ws.send_str(message.data)
+            elif message.type == web.WSMsgType.BINARY:
+                await ws.send_bytes(message.data)
+        return ws
+
     app = web.Application()
     app.router.add_get("/home", home)
     app.router.add_get("/heartbeat", heartbeat)
+    app.router.add_get("/ws", echo)
     app.middlewares.append(_unknown_endpoint)
     return app
 
