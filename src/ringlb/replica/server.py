@@ -32,15 +32,21 @@ def make_app(server_id: str) -> web.Application:
 
     async def echo(request: web.Request) -> web.StreamResponse:
         """Sends every text or binary message back; the 101 names the replica
-        (X-Server-ID), so a client can see where its tunnel goes."""
+        (X-Server-ID), so a client can see where its tunnel goes. `?close_after=N`: the
+        replica closes the connection itself after N echoes."""
         ws = web.WebSocketResponse(max_msg_size=MAX_WS_MESSAGE)
         ws.headers["X-Server-ID"] = server_id
+        close_after = request.query.get("close_after", "")
+        left = int(close_after) if close_after.isdigit() else -1
         await ws.prepare(request)
         async for message in ws:
             if message.type == web.WSMsgType.TEXT:
                 await ws.send_str(message.data)
             elif message.type == web.WSMsgType.BINARY:
                 await ws.send_bytes(message.data)
+            left -= 1
+            if left == 0:
+                await ws.close(message=b"close_after")
         return ws
 
     app = web.Application()
