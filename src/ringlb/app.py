@@ -92,7 +92,12 @@ class Balancer:
         rng = random.Random(settings.seed)
         clock = SystemClock()
         self.runtime = runtime or make_runtime(settings)
-        self.prober = HeartbeatProber(settings.heartbeat_timeout)
+        upstream_tls = (
+            client_context(settings.upstream_tls_ca, settings.upstream_tls_verify)
+            if settings.upstream_tls
+            else None
+        )
+        self.prober = HeartbeatProber(settings.heartbeat_timeout, upstream_tls)
         policy = make_policy(settings.policy, **settings.policy_options)
         too_small = capacity_error(policy, settings.max_replicas)
         if too_small is not None:
@@ -132,9 +137,7 @@ class Balancer:
             settings.upstream_connect_timeout,
             settings.queue_size,
             settings.queue_timeout,
-            client_context(settings.upstream_tls_ca, settings.upstream_tls_verify)
-            if settings.upstream_tls
-            else None,
+            upstream_tls,
         )
         self.replicaset.on_forget.append(self.pools.forget)
         access_log = (

@@ -243,3 +243,44 @@ async def test_websocket_over_tls_echoes(ca: TestCA) -> None:
                 assert await asyncio.wait_for(ws.recv(), BOUND) == message
     finally:
         await asyncio.to_thread(balancer.cleanup)
+
+
+def replica_over_tls(ca: TestCA) -> str:
+    """A --replica-command running ringlb's replica over HTTPS (a certificate for 127.0.0.1)."""
+    issued = ca.issue("replica", "127.0.0.1")
+    return (
+        "{python} -m ringlb replica --id {name} --host {host} --port {port} "
+        f"--tls-cert {issued.cert} --tls-key {issued.key}"
+    )
+
+
+async def test_upstream_tls_verifies_the_replicas_and_carries_requests_and_tunnels(
+    ca: TestCA,
+) -> None:
+    balancer = BalancerProcess(
+        "--replicas", "2", "--upstream-tls", "true", "--upstream-tls-ca", str(ca.path),
+        "--replica-command", replica_over_tls(ca),
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(balancer.start)
+        reply = await asyncio.to_thread(balancer.get, "/home")
+        assert reply.status == 200 and b"Hello from Server" in reply.body
+        async with connect(f"ws://127.0.0.1:{balancer.port}/ws") as ws:
+            await ws.send("over tls both ways")
+            assert await asyncio.wait_for(ws.recv(), BOUND) == "over tls both ways"
+    finally:
+        await asyncio.to_thread(balancer.cleanup)
+
+
+def test_upstream_tls_refuses_replicas_it_cannot_verify(ca: TestCA, tmp_path: Path) -> None:
+    stranger = TestCA(tmp_path, "some other CA")
+    balancer = BalancerProcess(
+        "--replicas", "1", "--replica-start-timeout", "2", "--upstream-tls", "true",
+        "--upstream-tls-ca", str(stranger.path), "--replica-command", replica_over_tls(ca),
+    )  # fmt: skip
+    try:
+        with pytest.raises(RuntimeError, match="exited"):
+            balancer.start()
+        assert "failed to start" in balancer.log()
+    finally:
+        balancer.cleanup()

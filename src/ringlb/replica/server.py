@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from aiohttp import web
 
@@ -66,9 +67,17 @@ async def _unknown_endpoint(request: web.Request, handler):  # type: ignore[no-u
         return _json(404, contract.unknown_endpoint(request.path))
 
 
-def serve_replica(server_id: str, host: str, port: int) -> None:
-    """Runs the replica in the foreground until SIGTERM or SIGINT."""
+def serve_replica(
+    server_id: str, host: str, port: int, tls_cert: str | None = None, tls_key: str | None = None
+) -> None:
+    """Runs the replica in the foreground until SIGTERM or SIGINT; over HTTPS when given a
+    certificate (for a balancer with upstream_tls)."""
     from ringlb.eventloop import install_fast_loop
+
+    tls = None
+    if tls_cert is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(tls_cert, tls_key)
 
     install_fast_loop()
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s {server_id} %(message)s")
@@ -80,5 +89,6 @@ def serve_replica(server_id: str, host: str, port: int) -> None:
         access_log=None,
         handle_signals=True,
         backlog=4096,
+        ssl_context=tls,
         loop=asyncio.new_event_loop(),
     )
