@@ -6,8 +6,8 @@ the deadline sweep start, the initial replicas start, then heartbeats, the super
 the autoscaler), and last the listeners (HTTPS, plain, admin). Each step registers its
 undo as it succeeds, so a failed start-up undoes exactly what was done, and `stop` undoes
 everything in reverse: the listeners drain (in-flight requests finish, up to
-`drain_timeout`), the background tasks stop, pools close, and the replicas stop. SIGHUP
-reloads the HTTPS listener's certificates.
+`drain_timeout`), the background tasks stop, pools close, and the replicas stop. SIGHUP,
+or a change of their files, reloads the HTTPS listener's certificates.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ log = logging.getLogger("ringlb")
 # Descriptors kept for replica connections, probes, logs and the listeners themselves.
 RESERVED_DESCRIPTORS = 512
 DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
+CERTIFICATE_WATCH = 2.0  # seconds between looks at the HTTPS certificate files
 
 
 def connection_cap(configured: int) -> int:
@@ -274,6 +275,8 @@ class Balancer:
         tasks.spawn("supervisor", self.supervisor.run(), vital=True)
         if self.autoscaler is not None:
             tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
+        if self.certificates is not None:
+            tasks.spawn("certificate-watch", self._watch_certificates(), vital=False)
         split = settings.admin_port is not None
         undo.defer("listeners", lambda: self.listener.drain(settings.drain_timeout))
         if self.certificates is not None:
@@ -304,6 +307,13 @@ class Balancer:
             ",".join(rs.snapshot.names()),
             "token required" if settings.admin_token else "open",
         )
+
+    async def _watch_certificates(self) -> None:
+        """Reloads the HTTPS certificates when their files change (as SIGHUP does)."""
+        assert self.certificates is not None
+        while True:
+            await asyncio.sleep(CERTIFICATE_WATCH)
+            self.certificates.reload_if_changed()
 
     async def _forward_runtime_deaths(self) -> None:
         async for name in self.runtime.deaths():

@@ -173,3 +173,12 @@ def test_the_redirect_keeps_host_and_target(host: bytes, port: int, location: by
     assert client.data.startswith(b"HTTP/1.1 308 Permanent Redirect\r\n")
     assert b"\r\nLocation: " + location + b"\r\n" in client.data
     assert client.kept is True
+
+
+async def test_a_changed_file_is_reloaded_and_an_unchanged_one_is_not(ca: TestCA) -> None:
+    certs = Certificates([ca.dir / "a.crt"], [ca.dir / "a.key"], "1.2")
+    assert not certs.reload_if_changed()
+    ca.issue("a", "a.test", serial_note="rotated")
+    assert certs.reload_if_changed()
+    assert (await handshake(certs, ca, "a.test"))[0] == "rotated"
+    assert not certs.reload_if_changed()

@@ -4,8 +4,9 @@ that speak HTTPS.
 `Certificates` holds one server context per certificate and picks one per handshake by the
 name the client asked for (SNI): an exact name first, then a wildcard (`*.example.com`),
 then the first certificate. The listening socket keeps one outer context whose only job is
-to run that choice, so `reload` (SIGHUP) can swap the inner contexts without touching the
-socket: new handshakes get the new files, open connections keep the session they have.
+to run that choice, so `reload` (SIGHUP, or the files changing) can swap the inner contexts
+without touching the socket: new handshakes get the new files, open connections keep the
+session they have.
 
 Defaults follow Python's `ssl.create_default_context` (no SSLv3, TLS 1.0/1.1, RC4, 3DES or
 anonymous suites; forward secrecy first), with TLS 1.2 as the least version and ALPN
@@ -119,6 +120,7 @@ class Certificates:
 
     def __init__(self, certs: Sequence[Path], keys: Sequence[Path], min_version: str) -> None:
         self._certs, self._keys, self._min_version = list(certs), list(keys), min_version
+        self._stamps = self._file_stamps()
         self._default, self._by_name = self._load()
         # The listening socket's context: it only hands each handshake to an inner one.
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -138,9 +140,32 @@ class Certificates:
         assert default is not None
         return default, by_name
 
+    def _file_stamps(self) -> dict[Path, int]:
+        """Returns the modification time of every file in use (or found in a directory)."""
+        stamps = {}
+        for path in (*self._certs, *self._keys):
+            files = sorted(path.iterdir()) if path.is_dir() else [path]
+            for file in files:
+                try:
+                    stamps[file] = file.stat().st_mtime_ns
+                except OSError:
+                    stamps[file] = -1
+        return stamps
+
+    def reload_if_changed(self) -> bool:
+        """Reloads when a file changed since the last look; returns whether it reloaded.
+        A certificate renewed in two writes (chain, then key) may fail the first time: the
+        second write changes the files again, and the reload that follows succeeds."""
+        stamps = self._file_stamps()
+        if stamps == self._stamps:
+            return False
+        self._stamps = stamps
+        return self.reload()
+
     def reload(self) -> bool:
         """Reads the files again; returns whether the new certificates are in use (on an
         error the old ones stay, and the error is logged)."""
+        self._stamps = self._file_stamps()
         try:
             self._default, self._by_name = self._load()
         except (CertificateError, OSError, ValueError) as exc:
