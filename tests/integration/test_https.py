@@ -223,8 +223,9 @@ def test_bad_certificate_paths_stop_start_up_naming_option_and_file(
         assert option in done.stderr and file in done.stderr, done.stderr
 
 
-async def test_websocket_over_tls_echoes(ca: TestCA) -> None:
-    """wss:// to ringlb's own replicas through the HTTPS listener."""
+async def test_websocket_over_tls_echoes_and_outlives_a_reload(ca: TestCA) -> None:
+    """wss:// to ringlb's own replicas through the HTTPS listener; SIGHUP leaves the tunnel
+    open; the replica closing a tunnel closes the client's TLS connection."""
     port = free_port()
     balancer = BalancerProcess(
         "--tls-port",
@@ -241,6 +242,16 @@ async def test_websocket_over_tls_echoes(ca: TestCA) -> None:
                 message = b"w" * size
                 await ws.send(message)
                 assert await asyncio.wait_for(ws.recv(), BOUND) == message
+            balancer.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+            await asyncio.to_thread(wait_until, lambda: "reloaded" in balancer.log(), BOUND)
+            await ws.send("after the reload")  # the tunnel goes on
+            assert await asyncio.wait_for(ws.recv(), BOUND) == "after the reload"
+        url = f"wss://localhost:{port}/ws?close_after=1"
+        async with connect(url, ssl=trusting(ca)) as ws:  # the replica closes this one
+            await ws.send("last")
+            assert await ws.recv() == "last"
+            await asyncio.wait_for(ws.wait_closed(), BOUND)
+            assert ws.close_reason == "close_after"
     finally:
         await asyncio.to_thread(balancer.cleanup)
 
