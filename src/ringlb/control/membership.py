@@ -22,6 +22,7 @@ from ringlb import contract
 from ringlb.clock import Clock, SystemClock
 from ringlb.contract import ContractError, MembershipRequest
 from ringlb.control.outliers import OutlierRules
+from ringlb.control.tables import TableBuilder
 from ringlb.model import Replica, Snapshot
 from ringlb.policies import Policy
 from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
@@ -106,7 +107,9 @@ class ReplicaSet:
         self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
-        self.snapshot = Snapshot(0, (), policy.build(()), policy.keyed)
+        self.snapshot: Snapshot
+        # Sets `snapshot` now and at each change: tables build in slices, off the hot path.
+        self.tables = TableBuilder(policy, self._set_snapshot)
         # Read by ringlb.admin.metrics and the status page.
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.ejections = 0
@@ -142,11 +145,17 @@ class ReplicaSet:
 
     # -- synchronous transitions (atomic on the event loop) ------------------------------
 
+    def _set_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
     def _publish(self) -> None:
         serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
         self._version += 1
-        policy = self._policy
-        self.snapshot = Snapshot(self._version, serving, policy.build(serving), policy.keyed)
+        self.tables.rebuild(self._version, serving, self._policy)
+
+    async def settled(self) -> None:
+        """Returns once the routing table holds every membership change made so far."""
+        await self.tables.settled()
 
     def set_policy(self, policy: Policy) -> None:
         """Switches the policy; requests in flight finish on the snapshot they read."""
@@ -276,6 +285,7 @@ class ReplicaSet:
             self._members[member.replica.name] = member
             member.state = MemberState.SERVING
         self._publish()
+        await self.settled()  # "in the ring" means in a complete table
         log.info("joined: %s", ", ".join(names))
         for name in names:
             self.record_event("joined", name)
@@ -387,3 +397,4 @@ class ReplicaSet:
         """Forgets every member; the runtime decides whether replicas outlive the balancer."""
         self._members.clear()
         self._publish()
+        self.tables.close()
