@@ -26,22 +26,17 @@ from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.outliers import OutlierRules
 from ringlb.control.supervisor import Backoff, Supervisor
-from ringlb.dataplane.access_log import AccessLog
-from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY, ClientConnection, ClientLimits
-from ringlb.dataplane.deadlines import DeadlineSweep
-from ringlb.dataplane.forward import Forwarder
-from ringlb.dataplane.keys import RandomKeys, make_key_source
-from ringlb.dataplane.listener import Listener
-from ringlb.dataplane.pool import UpstreamPools
+from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.lifecycle import BackgroundTasks, Teardown
 from ringlb.policies import capacity_error, make_policy
 from ringlb.runtimes import Runtime
+from ringlb.workers.plane import DataPlane
+from ringlb.workers.pool import WorkerPool
 
 log = logging.getLogger("ringlb")
 
 # Descriptors kept for replica connections, probes, logs and the listeners themselves.
 RESERVED_DESCRIPTORS = 512
-DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
 
 
 def connection_cap(configured: int) -> int:
@@ -115,52 +110,18 @@ class Balancer:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
 
-        # The data plane.
-        self.pools = UpstreamPools(
-            settings.upstream_pool_size,
-            settings.upstream_connect_timeout,
-            settings.queue_size,
-            settings.queue_timeout,
-        )
-        self.replicaset.on_forget.append(self.pools.forget)
-        access_log = (
-            AccessLog(settings.access_log_sample, random.Random(settings.seed))
-            if settings.access_log_sample > 0
-            else None
-        )
-        self.forwarder = Forwarder(
+        # The data plane (with --workers N, the workers have theirs; this one stays idle
+        # and its counters hold the workers' sums when /metrics or /status is read).
+        plane = DataPlane(
+            settings,
             self.replicaset,
-            self.pools,
-            key_source=make_key_source(settings.key_source),
-            random_key=RandomKeys(random.Random(rng.random())),
-            max_attempts=settings.upstream_max_attempts,
-            max_inflight=settings.max_inflight,
-            retry_5xx=settings.retry_on_5xx,
-            access_log=access_log,
-        )
-        clients: set[ClientConnection] = set()
-        self.sweep = DeadlineSweep(
-            clients,  # type: ignore[arg-type]
-            self.pools.busy,  # type: ignore[arg-type]
-            settings.upstream_timeout,
-            DEADLINE_TICK,
-        )
-        self.listener = Listener(
-            self.forwarder,
             self.admin,
-            ClientLimits(
-                header_timeout=settings.client_header_timeout,
-                body_timeout=settings.client_body_timeout,
-                idle_timeout=settings.client_idle_timeout,
-                send_timeout=settings.client_send_timeout,
-                max_header_bytes=settings.max_header_bytes,
-                max_headers=settings.max_headers,
-                max_body=settings.max_body,
-            ),
-            self.sweep,
-            clients,
+            rng.random(),
             connection_cap(settings.max_connections),
         )
+        self.pools, self.forwarder, self.sweep = plane.pools, plane.forwarder, plane.sweep
+        self.listener = plane.listener
+        self.replicaset.on_forget.append(self.pools.forget)
 
         # The control plane's loops.
         self.monitor = HeartbeatMonitor(
@@ -197,11 +158,11 @@ class Balancer:
             if settings.autoscale
             else None
         )
-        self.admin.mount(
-            ObservabilityRoutes(
-                self.replicaset, self.forwarder, self.supervisor, self.autoscaler
-            ).routes
+        self.observability = ObservabilityRoutes(
+            self.replicaset, self.forwarder, self.supervisor, self.autoscaler
         )
+        self.admin.mount(self.observability.routes)
+        self.workers: WorkerPool | None = None
         self.tasks = BackgroundTasks()
         self._teardown = Teardown()
         self.server: asyncio.Server | None = None
@@ -209,6 +170,8 @@ class Balancer:
 
     @property
     def port(self) -> int:
+        if self.workers is not None:
+            return self.workers.port
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
 
@@ -244,6 +207,9 @@ class Balancer:
         tasks.spawn("supervisor", self.supervisor.run(), vital=True)
         if self.autoscaler is not None:
             tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
+        if settings.worker_count() > 1:
+            await self._start_workers(settings.worker_count())
+            return
         split = settings.admin_port is not None
         undo.defer("listeners", lambda: self.listener.drain(settings.drain_timeout))
         self.server = await self.listener.listen(
@@ -263,6 +229,32 @@ class Balancer:
             self.runtime.name,
             rs.policy.name,
             ",".join(rs.snapshot.names()),
+            "token required" if settings.admin_token else "open",
+        )
+
+    async def _start_workers(self, count: int) -> None:
+        """Starts `count` worker processes that accept on the port (this one does not)."""
+        settings = self.settings
+        self.workers = pool = WorkerPool(
+            settings,
+            self.replicaset,
+            self.admin,
+            self.forwarder,
+            count,
+            self.listener.max_connections,
+        )
+        self.observability.sections["workers"] = pool.describe
+        self._teardown.defer("workers", pool.stop)
+        await pool.start()
+        log.info(
+            "ringlb listening on http://%s:%d with %d workers (runtime=%s, policy=%s, "
+            "replicas=%s, admin %s)",
+            settings.host,
+            pool.port,
+            count,
+            self.runtime.name,
+            self.replicaset.policy.name,
+            ",".join(self.replicaset.snapshot.names()),
             "token required" if settings.admin_token else "open",
         )
 

@@ -107,6 +107,12 @@ class ReplicaSet:
         self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
+        # Other data planes that route on this membership (worker processes): told of each
+        # change, waited for by `settled` (with the version) and by a drain (with the
+        # leaving replicas and the seconds left).
+        self.on_change: list[Callable[[], None]] = []
+        self.followers: list[Callable[[int], Awaitable[None]]] = []
+        self.drains: list[Callable[[Sequence[Replica], float], Awaitable[None]]] = []
         self.snapshot: Snapshot
         # Sets `snapshot` now and at each change: tables build in slices, off the hot path.
         self.tables = TableBuilder(policy, self._set_snapshot)
@@ -152,10 +158,16 @@ class ReplicaSet:
         serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
         self._version += 1
         self.tables.rebuild(self._version, serving, self._policy)
+        for callback in self.on_change:
+            callback()
 
     async def settled(self) -> None:
-        """Returns once the routing table holds every membership change made so far."""
+        """Returns once the routing tables (here and in every follower) hold every
+        membership change made so far."""
+        version = self._version
         await self.tables.settled()
+        for follower in self.followers:
+            await follower(version)
 
     def set_policy(self, policy: Policy) -> None:
         """Switches the policy; requests in flight finish on the snapshot they read."""
@@ -331,6 +343,9 @@ class ReplicaSet:
         deadline = clock.now() + self._drain_timeout
         while any(m.replica.inflight for m in members) and clock.now() < deadline:
             await clock.sleep(DRAIN_POLL)
+        leaving = [m.replica for m in members]
+        left = max(0.0, deadline - clock.now())
+        await asyncio.gather(*(drain(leaving, left) for drain in self.drains))
         await self._forget(members)
         for member in members:
             self.record_event("removed", member.replica.name)

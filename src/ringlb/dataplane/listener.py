@@ -53,8 +53,12 @@ class Listener:
         """Returns the protocol for a new client connection on a listener with `role`."""
         return ClientConnection(self, role, proto)
 
-    async def listen(self, host: str, port: int, role: str) -> asyncio.Server:
-        """Accepts connections on `host:port`; returns the server (its socket says the port)."""
+    async def listen(
+        self, host: str, port: int, role: str, reuse_port: bool = False
+    ) -> asyncio.Server:
+        """Accepts connections on `host:port`; returns the server (its socket says the port).
+        With `reuse_port`, other processes accept on the same port too (SO_REUSEPORT: the
+        kernel spreads new connections over them, and over the others when one is gone)."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
             lambda: ClientConnection(self, role, b"http"),
@@ -62,6 +66,7 @@ class Listener:
             port,
             backlog=BACKLOG,
             reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         self.servers.append(server)
         return server
