@@ -75,6 +75,7 @@ class WorkerProcess:
     built: int = 0  # the last membership version whose table is complete there
     pushed_at: dict[int, float] = field(default_factory=dict)
     propagation: float | None = None  # push to complete table, last change (s)
+    answered: int = 0  # answers relayed by it, as of the last sum of counters
 
 
 class WorkerPool:
@@ -359,10 +360,14 @@ class WorkerPool:
 
     async def sum_counters(self) -> None:
         """Sets this process's replica and forwarder counters to the sums over workers."""
-        asks = [w.channel.ask({"op": "counters"}, COUNTERS_TIMEOUT) for w in self._live()]
-        answers = [
-            a for a in await asyncio.gather(*asks, return_exceptions=True) if isinstance(a, dict)
-        ]
+        live = self._live()
+        asks = [w.channel.ask({"op": "counters"}, COUNTERS_TIMEOUT) for w in live]
+        answers = []
+        results = await asyncio.gather(*asks, return_exceptions=True)
+        for worker, answer in zip(live, results, strict=True):
+            if isinstance(answer, dict):
+                answers.append(answer)
+                worker.answered = sum(sum(row[2]) for row in answer["replicas"])
         by_member = {(r.name, r.rid): r for r, _ in self._rs.members()}
         for replica in by_member.values():
             replica.answers = [0] * len(replica.answers)
@@ -395,6 +400,7 @@ class WorkerPool:
                 "pid": w.process.pid,
                 "serving": w.ready and w.process.returncode is None,
                 "version": w.built,
+                "answered": w.answered,
                 "propagation_ms": None if w.propagation is None else round(w.propagation * 1e3, 2),
             }
             for w in sorted(self._workers.values(), key=lambda w: w.index)
