@@ -15,6 +15,7 @@ class WrkSettings:
     threads: int = 2
     seconds: int = 10
     path: str = "/home"
+    script: str | None = None  # a wrk Lua script (bench/random_key.lua: a key per request)
 
 
 @dataclass
@@ -33,6 +34,8 @@ def run_wrk(port: int, settings: WrkSettings, seconds: int | None = None) -> Wrk
     duration = seconds or settings.seconds
     args = ["wrk", "--latency", f"-t{settings.threads}", f"-c{settings.connections}"]
     args += [f"-d{duration}s", "--timeout", "5s", f"http://127.0.0.1:{port}{settings.path}"]
+    if settings.script:
+        args += ["-s", settings.script]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30, check=True)
     return parse(out.stdout)
 
