@@ -9,7 +9,10 @@ again, `--changes` times, exactly as `/add` and `/rm` do (`ReplicaSet.add`/`remo
 Reports the largest lag in the window of each change (from its first new snapshot to the
 end of the change and its complete table, plus 50 ms; a removal's window also holds its
 drain and its second rebuild) and, for comparison, the largest lag under the same load
-outside them.
+outside them. Those are wall-clock lags: on a busy machine the OS preempting the process
+shows in both. So it also reports the most CPU time one turn of the loop spent building
+tables in each change (`TableBuilder.longest_turn`, thread CPU time): the stall the rebuild
+itself adds.
 
 `--one-shot` builds every table at once on the loop, as before issue 14 (the "before"
 figure). Prints one JSON object.
@@ -57,6 +60,8 @@ async def measure(args: argparse.Namespace) -> dict:
     probe = LagProbe()
     probing = asyncio.ensure_future(probe.run())
     windows: list[tuple[float, float]] = []
+    turns: list[float] = []  # per change: the most CPU one loop turn spent on tables
+    durations: list[float] = []  # per change: from its first snapshot to its complete table
     rs = balancer.replicaset
     try:
         wrk = await asyncio.create_subprocess_exec(
@@ -82,10 +87,13 @@ async def measure(args: argparse.Namespace) -> dict:
                         future.set_result(time.perf_counter())
 
                 rs.on_change.append(seen)
+                rs.tables.longest_turn = 0.0
                 await change()  # a removal rebuilds twice: out of the ring, then forgotten
                 rs.on_change.remove(seen)
                 await rs.settled()
+                durations.append(time.perf_counter() - published.result())
                 windows.append((published.result(), time.perf_counter() + MARGIN))
+                turns.append(rs.tables.longest_turn)
                 await asyncio.sleep(gap)
         output = (await wrk.communicate())[0].decode()
     finally:
@@ -100,6 +108,11 @@ async def measure(args: argparse.Namespace) -> dict:
         "changes": len(windows),
         "wrk_threads": args.threads,
         "rps": rps,
+        "build_turn_cpu_max_ms": round(max(turns, default=0) * 1e3, 2),
+        "build_turn_cpu_median_ms": round(statistics.median(turns) * 1e3, 2) if turns else 0,
+        "change_to_complete_table_median_ms": round(statistics.median(durations) * 1e3, 1)
+        if durations
+        else 0,
         "stall_max_ms": round(max(inside, default=0) * 1e3, 2),
         "stall_median_of_window_max_ms": round(
             statistics.median(

@@ -29,7 +29,7 @@ log = logging.getLogger("ringlb.tables")
 # Longest run of table building between two turns of the event loop (s). A slice of work
 # overshoots it by at most one slice (about a millisecond here), so a request waits at most
 # a few milliseconds for a rebuild (issue 14: at most 5 ms).
-SLICE_BUDGET = 0.002
+SLICE_BUDGET = 0.001
 
 
 class SkipLeavers:
@@ -69,6 +69,9 @@ class TableBuilder:
         self.complete = asyncio.Event()  # set while the published snapshot is complete
         self.complete.set()
         self.builds_sliced = 0  # builds that had to finish in a task (for tests and figures)
+        # The most CPU time (s, of this thread: a preemption by the OS is not counted) one
+        # turn of the event loop spent building: the stall a rebuild adds (bench/stall.py).
+        self.longest_turn = 0.0
         publish(self._complete)
 
     def rebuild(self, version: int, serving: Sequence[Replica], policy: Policy) -> None:
@@ -78,14 +81,14 @@ class TableBuilder:
         self._cancel()
         serving = tuple(serving)
         steps = build_in_slices(policy, serving)
-        picker = _run_slices(steps, time.perf_counter() + SLICE_BUDGET)
+        picker = self._run_slices(steps)
         if picker is not None:
             self._finish(Snapshot(version, serving, picker, policy.keyed))
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop to yield to (a synchronous caller): build at once
-            picker = _run_slices(steps, float("inf"))
+            picker = self._run_slices(steps, float("inf"))
             assert picker is not None
             self._finish(Snapshot(version, serving, picker, policy.keyed))
             return
@@ -108,7 +111,7 @@ class TableBuilder:
         self, steps: BuildSteps, version: int, serving: tuple[Replica, ...], keyed: bool
     ) -> None:
         try:
-            while (picker := _run_slices(steps, time.perf_counter() + SLICE_BUDGET)) is None:
+            while (picker := self._run_slices(steps)) is None:
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
@@ -125,6 +128,21 @@ class TableBuilder:
         self._publish(snapshot)
         self.complete.set()
 
+    def _run_slices(self, steps: BuildSteps, budget: float | None = None) -> Picker | None:
+        """Runs slices of `steps` for `budget` seconds (SLICE_BUDGET by default); returns the
+        picker if the build ended."""
+        began = time.thread_time()
+        deadline = time.perf_counter() + (SLICE_BUDGET if budget is None else budget)
+        try:
+            while True:
+                next(steps)
+                if time.perf_counter() >= deadline:
+                    return None
+        except StopIteration as done:
+            return done.value
+        finally:
+            self.longest_turn = max(self.longest_turn, time.thread_time() - began)
+
     async def settled(self) -> None:
         """Returns once the published snapshot is complete (it holds every change so far)."""
         await self.complete.wait()
@@ -137,14 +155,3 @@ class TableBuilder:
     def close(self) -> None:
         """Stops a build in progress."""
         self._cancel()
-
-
-def _run_slices(steps: BuildSteps, deadline: float) -> Picker | None:
-    """Runs slices of `steps` until `deadline`; returns the picker if the build ended."""
-    try:
-        while True:
-            next(steps)
-            if time.perf_counter() >= deadline:
-                return None
-    except StopIteration as done:
-        return done.value
