@@ -70,15 +70,15 @@ def test_the_default_maglev_table_builds_in_slices_of_a_few_milliseconds() -> No
     steps = build_in_slices(policy, group)
     worst, count = 0.0, 0
     while True:
-        began = time.perf_counter()
+        began = time.thread_time()  # CPU time: a preemption by the OS is not the build's
         try:
             next(steps)
         except StopIteration:
             break
         finally:
-            worst = max(worst, time.perf_counter() - began)
+            worst = max(worst, time.thread_time() - began)
             count += 1
-    print(f"\nmaglev 65537 x 10 replicas: {count} slices, longest {worst * 1e3:.2f} ms")
+    print(f"\nmaglev 65537 x 10 replicas: {count} slices, longest {worst * 1e3:.2f} ms of CPU")
     assert count > 10
 
 

@@ -199,8 +199,11 @@ def populate_steps(
         start = end
         yield
     # Phase 2: draft the free slots by each replica's ranking of them.
-    free = [slot for slot, owner in enumerate(table) if owner is None]
-    yield
+    free: list[int] = []
+    for start in range(0, size, 8 * SLICE_WORK):
+        end = min(size, start + 8 * SLICE_WORK)
+        free += [slot for slot in range(start, end) if table[slot] is None]
+        yield
     rankings = []
     for i in range(count):
         offset, inverse = offsets[i], pow(skips[i], -1, size)
@@ -209,10 +212,12 @@ def populate_steps(
         rankings.append([entry % size for entry in ranked])
         yield
     cursors = [0] * count
-    for i in order[walk_until:]:
-        ranking, k = rankings[i], cursors[i]
-        while table[ranking[k]] is not None:
-            k += 1
-        table[ranking[k]] = owners[i]
-        cursors[i] = k + 1
+    for start in range(walk_until, size, SLICE_WORK):
+        for i in order[start : start + SLICE_WORK]:
+            ranking, k = rankings[i], cursors[i]
+            while table[ranking[k]] is not None:
+                k += 1
+            table[ranking[k]] = owners[i]
+            cursors[i] = k + 1
+        yield
     return table  # type: ignore[return-value]  # every slot is claimed
