@@ -74,6 +74,7 @@ class WorkerProcess:
     ready: bool = False
     built: int = 0  # the last membership version whose table is complete there
     pushed_at: dict[int, float] = field(default_factory=dict)
+    reach: float | None = None  # push to routing on it (leavers out), last change (s)
     propagation: float | None = None  # push to complete table, last change (s)
     answered: int = 0  # answers relayed by it, as of the last sum of counters
 
@@ -316,7 +317,8 @@ class WorkerPool:
             worker.built = max(worker.built, version)
             pushed = worker.pushed_at.pop(version, None)
             if pushed is not None:
-                worker.propagation = time.monotonic() - pushed
+                worker.reach = message["applied"] - pushed
+                worker.propagation = message["complete"] - pushed
             for old in [v for v in worker.pushed_at if v < version]:
                 del worker.pushed_at[old]
             self._progressed()
@@ -393,7 +395,9 @@ class WorkerPool:
             setattr(forwarder, key, value)
 
     def describe(self) -> list[dict[str, Any]]:
-        """Returns each worker's pid, state and last propagation time (for /status)."""
+        """Returns each worker's pid, state and how long the last change took to reach it
+        (`reach_ms`: routed on, leavers out) and to be in its complete table
+        (`propagation_ms`), for /status."""
         return [
             {
                 "index": w.index,
@@ -401,7 +405,12 @@ class WorkerPool:
                 "serving": w.ready and w.process.returncode is None,
                 "version": w.built,
                 "answered": w.answered,
-                "propagation_ms": None if w.propagation is None else round(w.propagation * 1e3, 2),
+                "reach_ms": _ms(w.reach),
+                "propagation_ms": _ms(w.propagation),
             }
             for w in sorted(self._workers.values(), key=lambda w: w.index)
         ]
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 2)

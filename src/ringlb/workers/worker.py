@@ -5,9 +5,9 @@ Started by `WorkerPool` as `python -m ringlb.workers <fd>`, with one end of a so
 on descriptor `fd`. The first message (`hello`) carries the settings and the admin paths;
 the worker listens (SO_REUSEPORT), then answers it. After that:
 - `membership` (every member with its ring id, address, weight and whether it serves, and
-  the policy) rebuilds the table here, in slices (`TableBuilder`), and is acknowledged
-  with `built` once complete: the table is a function of the membership, so every worker
-  sends a key to the same replica.
+  the policy) is routed on at once (leavers skipped) and rebuilds the table here, in
+  slices (`TableBuilder`); `built` acknowledges it once complete. The table is a function
+  of the membership, so every worker sends a key to the same replica.
 - `drain` waits until no request of this worker is open on the named replicas (`/rm`).
 - `counters` answers this worker's counters (summed by the control process for
   `/metrics` and `/status`).
@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from ringlb import contract
@@ -165,9 +166,10 @@ class Worker:
             return self._listen(message)
         assert self.routing is not None and self.plane is not None
         if op == "membership":
+            applied = time.monotonic()  # routed on from here (leavers skipped at once)
             for replica in self.routing.apply(message):
                 self.plane.pools.forget(replica)
-            return self._acknowledge(message["version"])
+            return self._acknowledge(message["version"], applied)
         if op == "drain":
             return self._drain(message)
         if op == "counters":
@@ -201,12 +203,14 @@ class Worker:
             await listener.listen(settings.admin_host, hello["admin_port"], ADMIN_ONLY, True)
         self.channel.answer(hello, {"pid": os.getpid()})
 
-    async def _acknowledge(self, version: int) -> None:
+    async def _acknowledge(self, version: int, applied: float) -> None:
         assert self.routing is not None
         await self.routing.tables.settled()
         if self.routing.pushed == version:  # else a newer push is acknowledged later
+            # CLOCK_MONOTONIC is one clock for every process of the host.
+            built = {"op": "built", "version": version, "applied": applied}
             with contextlib.suppress(ChannelClosed):
-                self.channel.tell({"op": "built", "version": version})
+                self.channel.tell({**built, "complete": time.monotonic()})
 
     async def _drain(self, message: Message) -> None:
         assert self.routing is not None
