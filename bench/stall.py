@@ -53,6 +53,12 @@ class LagProbe:
             self.samples.append((woke, max(0.0, woke - began - PROBE)))
 
 
+async def settled_at(rs) -> float:
+    """Returns the time at which the routing table next holds every change so far."""
+    await rs.settled()
+    return time.perf_counter()
+
+
 async def measure(args: argparse.Namespace) -> dict:
     settings = Settings(port=0, policy=args.policy, log_level="WARNING", seed=7)
     balancer = Balancer(settings)
@@ -62,6 +68,7 @@ async def measure(args: argparse.Namespace) -> dict:
     windows: list[tuple[float, float]] = []
     turns: list[float] = []  # per change: the most CPU one loop turn spent on tables
     durations: list[float] = []  # per change: from its first snapshot to its complete table
+    completes: list[asyncio.Future[float]] = []
     rs = balancer.replicaset
     try:
         wrk = await asyncio.create_subprocess_exec(
@@ -85,13 +92,14 @@ async def measure(args: argparse.Namespace) -> dict:
                 def seen(future=published) -> None:
                     if not future.done():
                         future.set_result(time.perf_counter())
+                        completes.append(asyncio.ensure_future(settled_at(rs)))
 
                 rs.on_change.append(seen)
                 rs.tables.longest_turn = 0.0
                 await change()  # a removal rebuilds twice: out of the ring, then forgotten
                 rs.on_change.remove(seen)
                 await rs.settled()
-                durations.append(time.perf_counter() - published.result())
+                durations.append((await completes[-1]) - published.result())
                 windows.append((published.result(), time.perf_counter() + MARGIN))
                 turns.append(rs.tables.longest_turn)
                 await asyncio.sleep(gap)

@@ -88,8 +88,8 @@ def test_an_add_reaches_every_worker_before_it_answers(balancer: BalancerProcess
     workers = status(balancer)["workers"]
     versions = {w["version"] for w in workers}
     print(
-        f"\npropagation of /add to each worker's complete table (ms): "
-        f"{[w['propagation_ms'] for w in workers]}"
+        f"\n/add reached the workers in {[w['reach_ms'] for w in workers]} ms, "
+        f"their complete tables in {[w['propagation_ms'] for w in workers]} ms"
     )
     assert len(versions) == 1  # /add answered once every worker had built it
 
