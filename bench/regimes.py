@@ -7,7 +7,8 @@ hashes the same header with `hash-type consistent`); ringlb with one worker agai
 `nbthread 1`, and ringlb `--workers auto` against HAProxy's default threads. Each pair
 alternates within every round over the same replica processes; ratios are per round, then
 the median (as in bench/run.py). The stall comes from bench/stall.py, with the one-shot
-build of before issue 14 and the sliced build of now. Writes bench/results/regimes-*.json.
+build of before issue 14 and the sliced build of now; the time a change takes to reach the
+workers from bench/propagation.py. Writes bench/results/regimes-*.json.
 
     .venv/bin/python bench/regimes.py [--rounds 2] [--seconds 6] [--skip-stall]
 """
@@ -60,11 +61,10 @@ def run_pair(pair: list[targets.Target], settings: WrkSettings, rounds: int, war
     return runs, summary
 
 
-def stall(one_shot: bool) -> dict:
-    args = [sys.executable, str(HERE / "stall.py"), "--seconds", "12"]
-    if one_shot:
-        args.append("--one-shot")
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+def figures(script: str, *args: str) -> dict:
+    """Runs bench/`script` (stall.py, propagation.py); returns the JSON it prints."""
+    command = [sys.executable, str(HERE / script), *args]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):
@@ -181,11 +181,14 @@ def main() -> int:
         for target in reversed(running):
             target.stop()
     stalls = []
+    propagation: dict = {}
     if not args.skip_stall:
-        for one_shot in (True, False):
-            result = stall(one_shot)
+        for extra in (["--one-shot"], []):
+            result = figures("stall.py", "--seconds", "12", *extra)
             print(f"regimes: stall {json.dumps(result)}", flush=True)
             stalls.append(result)
+        propagation = figures("propagation.py", "--workers", "auto")
+        print(f"regimes: propagation {json.dumps(propagation)}", flush=True)
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": targets.machine(),
@@ -196,6 +199,7 @@ def main() -> int:
         "connections": args.connections,
         "regimes": rows,
         "stall": stalls,
+        "propagation": propagation,
     }
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
@@ -206,6 +210,13 @@ def main() -> int:
     if stalls:
         print()
         print(stall_table(stalls))
+    if propagation and "error" not in propagation:
+        print(
+            f"\nA change reached every worker in {propagation['reach_ms_median']} ms (median; "
+            f"max {propagation['reach_ms_max']}), their complete tables in "
+            f"{propagation['propagation_ms_median']} ms (median; max "
+            f"{propagation['propagation_ms_max']})"
+        )
     print(f"\nregimes: wrote {RESULTS / f'regimes-{stamp}.json'}")
     return 0
 

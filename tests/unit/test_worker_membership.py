@@ -76,3 +76,22 @@ def test_a_policy_crosses_to_the_workers_unchanged(name: str, bounded: bool) -> 
         pytest.skip("bounded loads wrap hash policies only")
     policy = make_policy(name, bounded=True) if bounded else make_policy(name)
     assert describe_policy(policy_of(policy_spec(policy))) == describe_policy(policy)
+
+
+def test_workers_setting_takes_a_count_or_auto_and_names_itself_when_wrong() -> None:
+    import os
+
+    from ringlb.config import SettingsError, load_settings
+
+    assert load_settings().worker_count() == 1
+    assert load_settings(workers="3").worker_count() == 3
+    assert load_settings(workers="auto").worker_count() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "1.5"):
+        with pytest.raises(SettingsError) as error:
+            load_settings(workers=bad)
+        assert str(error.value) == (
+            "invalid workers (RINGLB_WORKERS, --workers): must be a whole number >= 1 or "
+            f"'auto'; got {bad!r}"
+        )
+    with pytest.raises(SettingsError, match=r"autoscale needs workers 1 \(workers is 2\)"):
+        load_settings(workers="2", autoscale=True)
