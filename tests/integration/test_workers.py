@@ -147,3 +147,13 @@ def test_a_dead_replica_leaves_every_worker(balancer: BalancerProcess) -> None:
     answers = [balancer.get("/home").status for _ in range(60)]
     assert answers == [200] * 60
     wait_until(lambda: name not in balancer.replicas() and len(balancer.replicas()) == 3, 20)
+
+
+def test_the_admin_token_is_checked_whichever_worker_relays(start_balancer) -> None:
+    balancer = start_balancer(*WORKERS, "--admin-token", "s3cret", "--replicas", "1")
+    payload = {"n": 0}
+    for _ in range(6):  # new connections: both workers relay
+        assert balancer.call("POST", "/add", payload).status == 401
+    good = {"Authorization": "Bearer s3cret"}
+    assert balancer.call("POST", "/add", payload, headers=good).status == 200
+    assert balancer.get("/rep").status == 200
