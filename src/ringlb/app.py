@@ -3,7 +3,8 @@ stops them in reverse.
 
 Start-up order: the runtime adopts what it already runs, the watch on replica deaths and
 the deadline sweep start, the initial replicas start, then heartbeats, the supervisor (and
-the autoscaler), and last the listeners. Each step registers its undo as it succeeds, so
+the autoscaler), and last the listeners (with `--workers N`, the worker processes,
+which listen instead of this one). Each step registers its undo as it succeeds, so
 a failed start-up undoes exactly what was done, and `stop` undoes everything in reverse:
 the listeners drain (in-flight requests finish, up to `drain_timeout`), the background
 tasks stop, pools close, and the replicas stop.

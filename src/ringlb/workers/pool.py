@@ -103,7 +103,6 @@ class WorkerPool:
         self._stopping = False
         self.port = settings.port
         self.admin_port = settings.admin_port
-        self.replaced = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -204,7 +203,6 @@ class WorkerPool:
                 return
             try:
                 await self._start(index)
-                self.replaced += 1
             except RuntimeError as exc:
                 log.error("%s; trying again", exc)
                 self._workers.pop(index, None)
