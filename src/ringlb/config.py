@@ -328,6 +328,9 @@ class Settings(BaseSettings):
             if self.tls_redirect:
                 raise ValueError("tls_redirect needs tls_port (the HTTPS listener)")
             return self
+        if self.worker_count() > 1:
+            # The workers open only the plain and admin listeners so far.
+            raise ValueError(f"tls_port needs workers 1 (workers is {self.workers!r})")
         if not self.tls_cert:
             raise ValueError("tls_port needs tls_cert (RINGLB_TLS_CERT, --tls-cert)")
         try:
@@ -434,9 +437,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"replicas ({self.replicas}) exceeds max_replicas ({self.max_replicas})"
             )
-        if self.worker_count() > 1 and self.tls_port is not None:
-            # The workers open only the plain and admin listeners so far.
-            raise ValueError(f"tls_port needs workers 1 (workers is {self.workers!r})")
         if not self.autoscale:
             return self  # the autoscaler's bounds matter only when it runs
         if self.worker_count() > 1:

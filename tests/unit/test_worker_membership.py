@@ -96,4 +96,4 @@ def test_workers_setting_takes_a_count_or_auto_and_names_itself_when_wrong() -> 
     with pytest.raises(SettingsError, match=r"autoscale needs workers 1 \(workers is 2\)"):
         load_settings(workers="2", autoscale=True)
     with pytest.raises(SettingsError, match=r"tls_port needs workers 1 \(workers is 2\)"):
-        load_settings(workers="2", tls_port=8443)
+        load_settings(workers="2", tls_port=8443, tls_cert="server.pem")
