@@ -244,7 +244,10 @@ def test_adding_a_replica_moves_about_its_share_of_keys_and_only_to_it(
 def test_removing_a_replica_moves_only_its_own_keys(
     name: str, replica_names: list[str], data: st.DataObject
 ) -> None:
-    chosen = policy(name)
+    # Maglev at its default size: in the small FAST table two replicas share a skip often
+    # enough (1 in 5002 per pair) for hypothesis to find one, and a shared skip moves many
+    # more keys (see maglev.distinct_skips).
+    chosen = make_policy(name)
     group = named(replica_names)
     gone = data.draw(st.sampled_from(group))
     before = chosen.build(group)

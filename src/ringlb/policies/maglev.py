@@ -114,13 +114,30 @@ class MaglevPolicy:
         """Fills the lookup table in slices; returns it."""
         size, node = self.table_size, self.hasher.node
         offsets = [node(r, 0) % size for r in replicas]
-        skips = [node(r, 1) % (size - 1) + 1 for r in replicas]
+        skips = distinct_skips([node(r, 1) % (size - 1) + 1 for r in replicas], size)
         if equal_weights(replicas):
             turns: Iterator[int] = cycle(range(len(replicas)))
         else:
             top = max(r.weight for r in replicas)
             turns = _weighted_turns([r.weight / top for r in replicas])
         return (yield from populate_steps(size, offsets, skips, turns, replicas))
+
+
+def distinct_skips(skips: list[int], size: int) -> list[int]:
+    """Returns the skips with each one that repeats an earlier one moved to the next unused
+    value. Two replicas with the same skip walk shifted copies of one permutation and
+    contend for the same slots, so a change of membership moves far more keys than
+    Maglev's usual few percent (3 replicas, table 5003: 48 % of the keys that should
+    stay). The order is the canonical one, so the result is still a function of the
+    membership."""
+    seen: set[int] = set()
+    distinct = []
+    for skip in skips:
+        while skip in seen:
+            skip = skip % (size - 1) + 1  # stays in 1..size-1: a generator of Z_size
+        seen.add(skip)
+        distinct.append(skip)
+    return distinct
 
 
 def _weighted_turns(shares: list[float]) -> Iterator[int]:
