@@ -405,7 +405,7 @@ class ClientConnection(asyncio.Protocol):
                 (v for n, v in request.fields() if n.lower() == b"authorization"), None
             )
             answer = await self.listener.endpoints.handle(
-                request.method, request.path, request.body, authorization
+                request.method, request.path, bytes(request.body), authorization
             )
             self.write(
                 http11.serialize_response(
