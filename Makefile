@@ -38,8 +38,9 @@ run: $(VENV)/.installed-run $(VENV)/.compiled
 # (which otherwise skips without it).
 ifeq ($(CI),true)
 RINGLB_REQUIRE_DOCKER ?= 1
+RINGLB_REQUIRE_COMPILED ?= 1
 endif
-export RINGLB_REQUIRE_DOCKER
+export RINGLB_REQUIRE_DOCKER RINGLB_REQUIRE_COMPILED
 
 ## test: lint, then the whole suite (unit, integration, docker when an engine is reachable)
 ## on the compiled hot path, then the unit and integration tests again on the pure-Python one
