@@ -112,11 +112,15 @@ faults: $(VENV)/.installed-dev
 	$(BIN)/python scripts/faults_table.py $(FAULTS_REPORT) docs/reliability.md; exit $$status
 
 ## bench: ringlb vs HAProxy vs nginx vs a replica direct, HTTPS and WebSocket rows, then
-## 10,000 held connections (installs haproxy, nginx and wrk from Debian packages when
-## missing; ~7 minutes; the WebSocket client is the dev extra's `websockets`)
+## 10,000 held connections, then the regimes of issue 14 (wrk 1 and 2 threads, round robin
+## and maglev, one worker vs HAProxy nbthread 1, --workers auto vs its default threads) and
+## the stall of an /add under load (installs haproxy, nginx and wrk from Debian packages when
+## missing; ~16 minutes; the WebSocket client is the dev extra's `websockets`).
+## BENCH_ARGS for bench/run.py; REGIMES_ARGS="--rounds 3 --seconds 10", or "--skip-stall".
 bench: $(VENV)/.installed-dev $(VENV)/.compiled
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/regimes.py $(REGIMES_ARGS)
 
 ## attack: slow and malformed clients (slowhttptest, raw holders) against ringlb and HAProxy
 ## over the same replicas, with a probe client; the table goes into docs/reliability.md

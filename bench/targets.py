@@ -134,20 +134,31 @@ class Ringlb(_Process):
     name = "ringlb"
 
     def __init__(
-        self, workdir: Path, policy: str = "round_robin", extra_args: Sequence[str] = ()
+        self,
+        workdir: Path,
+        policy: str = "round_robin",
+        extra_args: Sequence[str] = (),
+        workers: str = "1",
+        name: str = "ringlb",
     ) -> None:
+        self.name = name
         self.port = free_port()
         self.policy = policy
         args = [sys.executable, "-m", "ringlb", "serve", "--port", str(self.port)]
-        args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy, *extra_args]
-        self._spawn(args, workdir / "ringlb.log", cwd=ROOT)
+        args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy]
+        args += ["--workers", workers, *extra_args]
+        self._spawn(args, workdir / f"{name}.log", cwd=ROOT)
         self._ready("/rep", "ringlb serve")
         self.replicas = replicas_of(self.proc.pid)
         if len(self.replicas) != 3:
             raise RuntimeError(f"expected 3 replica processes, found {self.replicas}")
 
     def pids(self) -> list[int]:
-        return [self.proc.pid]
+        """The balancer's processes: with --workers N, the control process and its workers
+        (its children other than the replicas)."""
+        replicas = {r.pid for r in replicas_of(self.proc.pid)}
+        workers = [pid for pid in procstat.children(self.proc.pid) if pid not in replicas]
+        return [self.proc.pid, *workers]
 
 
 class PythonFloor(_Process):
@@ -181,9 +192,10 @@ class Direct(Target):
 UPSTREAM_CAP = 64
 
 HAPROXY_CONFIG = """\
-# No `log` line: HAProxy logs nothing. One thread, like ringlb's single event loop.
+# No `log` line: HAProxy logs nothing. One thread, like ringlb's single event loop (or,
+# without `nbthread`, HAProxy's default: a thread per core).
 global
-    nbthread 1
+{nbthread}
     # HAProxy reserves two descriptors per connection and refuses to start when the
     # open-file limit (20000 on the bench machine) is below that. With `http-reuse always`
     # server-side connections are shared, so 10,000 clients need about 10,100: warn only.
@@ -209,9 +221,10 @@ frontend bench
     default_backend replicas
 
 backend replicas
-    # Round robin, like ringlb's `round_robin` policy and nginx's default.
+    # Round robin, like ringlb's `round_robin` policy and nginx's default (or a consistent
+    # hash of X-Request-ID, like ringlb's default `maglev` on that header).
 {cap_comment}
-    balance roundrobin
+{balance}
     timeout queue 30s
     option httpchk GET /heartbeat
 {servers}
@@ -236,7 +249,11 @@ class Haproxy(_Process):
         defaults_extra: Sequence[str] = (),
         server_maxconn: int | None = UPSTREAM_CAP,
         tls_pem: Path | None = None,
+        threads: int | None = 1,
+        balance: Sequence[str] = ("balance roundrobin",),
+        name: str = "haproxy",
     ) -> None:
+        self.name = name
         self.port = free_port()
         if tls_pem is not None:
             self.name = "haproxy-https"
@@ -256,6 +273,8 @@ class Haproxy(_Process):
             cap_comment = "    # No cap on the connections per replica (HAProxy's default)."
         config = workdir / f"{self.name}.cfg"
         text = HAPROXY_CONFIG.format(
+            nbthread=f"    nbthread {threads}" if threads else "    # nbthread: the default",
+            balance="\n".join(f"    {line}" for line in balance),
             port=self.port,
             bind_extra=bind_extra,
             proto="http" if tls_pem is None else "https",

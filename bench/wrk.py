@@ -17,6 +17,7 @@ class WrkSettings:
     path: str = "/home"
     scheme: str = "http"  # https: the TLS listener
     new_connections: bool = False  # Connection: close on every request (a handshake each)
+    script: str | None = None  # a wrk Lua script (bench/random_key.lua: a key per request)
 
 
 @dataclass
@@ -38,6 +39,8 @@ def run_wrk(port: int, settings: WrkSettings, seconds: int | None = None) -> Wrk
         args += ["-H", "Connection: close"]
     url = f"{settings.scheme}://127.0.0.1:{port}{settings.path}"
     args += [f"-d{duration}s", "--timeout", "5s", url]
+    if settings.script:
+        args += ["-s", settings.script]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30, check=True)
     return parse(out.stdout)
 

@@ -3,11 +3,12 @@ stops them in reverse.
 
 Start-up order: the runtime adopts what it already runs, the watch on replica deaths and
 the deadline sweep start, the initial replicas start, then heartbeats, the supervisor (and
-the autoscaler), and last the listeners (HTTPS, plain, admin). Each step registers its
-undo as it succeeds, so a failed start-up undoes exactly what was done, and `stop` undoes
-everything in reverse: the listeners drain (in-flight requests finish, up to
-`drain_timeout`), the background tasks stop, pools close, and the replicas stop. SIGHUP,
-or a change of their files, reloads the HTTPS listener's certificates.
+the autoscaler), and last the listeners (HTTPS, plain, admin; with `--workers N`, the
+worker processes, which listen instead of this one). Each step registers its undo as it
+succeeds, so a failed start-up undoes exactly what was done, and `stop` undoes everything
+in reverse: the listeners drain (in-flight requests finish, up to `drain_timeout`), the
+background tasks stop, pools close, and the replicas stop. SIGHUP, or a change of their
+files, reloads the HTTPS listener's certificates.
 """
 
 from __future__ import annotations
@@ -28,24 +29,19 @@ from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.outliers import OutlierRules
 from ringlb.control.supervisor import Backoff, Supervisor
-from ringlb.dataplane.access_log import AccessLog
-from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY, ClientConnection, ClientLimits
-from ringlb.dataplane.deadlines import DeadlineSweep
-from ringlb.dataplane.forward import Forwarder
-from ringlb.dataplane.keys import RandomKeys, make_key_source
-from ringlb.dataplane.listener import Listener
-from ringlb.dataplane.pool import UpstreamPools
+from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.dataplane.redirect import HttpsRedirect
-from ringlb.dataplane.tls import CertificateError, Certificates, client_context
+from ringlb.dataplane.tls import CertificateError, Certificates
 from ringlb.lifecycle import BackgroundTasks, Teardown
 from ringlb.policies import capacity_error, make_policy
 from ringlb.runtimes import Runtime
+from ringlb.workers.plane import DataPlane, upstream_tls
+from ringlb.workers.pool import WorkerPool
 
 log = logging.getLogger("ringlb")
 
 # Descriptors kept for replica connections, probes, logs and the listeners themselves.
 RESERVED_DESCRIPTORS = 512
-DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
 CERTIFICATE_WATCH = 2.0  # seconds between looks at the HTTPS certificate files
 
 
@@ -94,12 +90,7 @@ class Balancer:
         rng = random.Random(settings.seed)
         clock = SystemClock()
         self.runtime = runtime or make_runtime(settings)
-        upstream_tls = (
-            client_context(settings.upstream_tls_ca, settings.upstream_tls_verify)
-            if settings.upstream_tls
-            else None
-        )
-        self.prober = HeartbeatProber(settings.heartbeat_timeout, upstream_tls)
+        self.prober = HeartbeatProber(settings.heartbeat_timeout, upstream_tls(settings))
         policy = make_policy(settings.policy, **settings.policy_options)
         too_small = capacity_error(policy, settings.max_replicas)
         if too_small is not None:
@@ -125,7 +116,8 @@ class Balancer:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
 
-        # The data plane.
+        # The data plane (with --workers N, the workers have theirs; this one stays idle
+        # and its counters hold the workers' sums when /metrics or /status is read).
         self.certificates: Certificates | None = None
         if settings.tls_port is not None:
             try:
@@ -134,53 +126,16 @@ class Balancer:
                 )
             except CertificateError as exc:
                 raise SettingsError(f"invalid {exc}") from None
-        self.pools = UpstreamPools(
-            settings.upstream_pool_size,
-            settings.upstream_connect_timeout,
-            settings.queue_size,
-            settings.queue_timeout,
-            upstream_tls,
-        )
-        self.replicaset.on_forget.append(self.pools.forget)
-        access_log = (
-            AccessLog(settings.access_log_sample, random.Random(settings.seed))
-            if settings.access_log_sample > 0
-            else None
-        )
-        self.forwarder = Forwarder(
+        plane = DataPlane(
+            settings,
             self.replicaset,
-            self.pools,
-            key_source=make_key_source(settings.key_source),
-            random_key=RandomKeys(random.Random(rng.random())),
-            max_attempts=settings.upstream_max_attempts,
-            max_inflight=settings.max_inflight,
-            retry_5xx=settings.retry_on_5xx,
-            access_log=access_log,
-        )
-        clients: set[ClientConnection] = set()
-        self.sweep = DeadlineSweep(
-            clients,  # type: ignore[arg-type]
-            self.pools.busy,  # type: ignore[arg-type]
-            settings.upstream_timeout,
-            DEADLINE_TICK,
-        )
-        self.listener = Listener(
-            self.forwarder,
             self.admin,
-            ClientLimits(
-                header_timeout=settings.client_header_timeout,
-                body_timeout=settings.client_body_timeout,
-                idle_timeout=settings.client_idle_timeout,
-                send_timeout=settings.client_send_timeout,
-                max_header_bytes=settings.max_header_bytes,
-                max_headers=settings.max_headers,
-                max_body=settings.max_body,
-                tunnel_idle_timeout=settings.tunnel_idle_timeout,
-            ),
-            self.sweep,
-            clients,
+            rng.random(),
             connection_cap(settings.max_connections),
         )
+        self.pools, self.forwarder, self.sweep = plane.pools, plane.forwarder, plane.sweep
+        self.listener = plane.listener
+        self.replicaset.on_forget.append(self.pools.forget)
 
         # The control plane's loops.
         self.monitor = HeartbeatMonitor(
@@ -217,11 +172,11 @@ class Balancer:
             if settings.autoscale
             else None
         )
-        self.admin.mount(
-            ObservabilityRoutes(
-                self.replicaset, self.forwarder, self.supervisor, self.autoscaler
-            ).routes
+        self.observability = ObservabilityRoutes(
+            self.replicaset, self.forwarder, self.supervisor, self.autoscaler
         )
+        self.admin.mount(self.observability.routes)
+        self.workers: WorkerPool | None = None
         self.tasks = BackgroundTasks()
         self._teardown = Teardown()
         self.server: asyncio.Server | None = None
@@ -230,6 +185,8 @@ class Balancer:
 
     @property
     def port(self) -> int:
+        if self.workers is not None:
+            return self.workers.port
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
 
@@ -278,6 +235,9 @@ class Balancer:
             tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
         if self.certificates is not None:
             tasks.spawn("certificate-watch", self._watch_certificates(), vital=False)
+        if settings.worker_count() > 1:
+            await self._start_workers(settings.worker_count())
+            return
         split = settings.admin_port is not None
         undo.defer("listeners", lambda: self.listener.drain(settings.drain_timeout))
         if self.certificates is not None:
@@ -317,6 +277,32 @@ class Balancer:
         while True:
             await asyncio.sleep(CERTIFICATE_WATCH)
             self.certificates.reload_if_changed()
+
+    async def _start_workers(self, count: int) -> None:
+        """Starts `count` worker processes that accept on the port (this one does not)."""
+        settings = self.settings
+        self.workers = pool = WorkerPool(
+            settings,
+            self.replicaset,
+            self.admin,
+            self.forwarder,
+            count,
+            self.listener.max_connections,
+        )
+        self.observability.sections["workers"] = pool.describe
+        self._teardown.defer("workers", pool.stop)
+        await pool.start()
+        log.info(
+            "ringlb listening on http://%s:%d with %d workers (runtime=%s, policy=%s, "
+            "replicas=%s, admin %s)",
+            settings.host,
+            pool.port,
+            count,
+            self.runtime.name,
+            self.replicaset.policy.name,
+            ",".join(self.replicaset.snapshot.names()),
+            "token required" if settings.admin_token else "open",
+        )
 
     async def _forward_runtime_deaths(self) -> None:
         async for name in self.runtime.deaths():

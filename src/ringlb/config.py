@@ -9,6 +9,7 @@ flags from this model so the list of options exists once.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -224,6 +225,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json", "logfmt"] = Field(
         "text", description="Log line format: text, json or logfmt (one line per event)."
     )
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="Data-plane processes accepting on the port (SO_REUSEPORT), fed by one "
+        "control process; 'auto': one per core. 1: a single process that does both.",
+    )
     access_log_sample: float = Field(
         0.0,
         ge=0.0,
@@ -322,6 +328,9 @@ class Settings(BaseSettings):
             if self.tls_redirect:
                 raise ValueError("tls_redirect needs tls_port (the HTTPS listener)")
             return self
+        if self.worker_count() > 1:
+            # The workers open only the plain and admin listeners so far.
+            raise ValueError(f"tls_port needs workers 1 (workers is {self.workers!r})")
         if not self.tls_cert:
             raise ValueError("tls_port needs tls_cert (RINGLB_TLS_CERT, --tls-cert)")
         try:
@@ -349,6 +358,19 @@ class Settings(BaseSettings):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"bad placeholder {exc}") from None
         return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: object) -> object:
+        if value == "auto":
+            return value
+        try:
+            count = int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            count = 0
+        if count < 1 or isinstance(value, bool | float):
+            raise ValueError("must be a whole number >= 1 or 'auto'")
+        return count
 
     @field_validator("policy")
     @classmethod
@@ -417,6 +439,9 @@ class Settings(BaseSettings):
             )
         if not self.autoscale:
             return self  # the autoscaler's bounds matter only when it runs
+        if self.worker_count() > 1:
+            # Its load signal is the in-flight count, which lives in the workers.
+            raise ValueError(f"autoscale needs workers 1 (workers is {self.workers!r})")
         if self.autoscale_min > self.autoscale_max:
             raise ValueError(
                 f"autoscale_min ({self.autoscale_min}) exceeds autoscale_max ({self.autoscale_max})"
@@ -426,6 +451,16 @@ class Settings(BaseSettings):
                 f"autoscale_max ({self.autoscale_max}) exceeds max_replicas ({self.max_replicas})"
             )
         return self
+
+    def worker_count(self) -> int:
+        """Returns the number of data-plane processes: `workers`, or the usable cores."""
+        if self.workers == "auto":
+            return (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
+        return self.workers
 
     def initial_hostnames(self) -> list[str]:
         """Returns the N initial names: the configured ones, then server_<i> not yet used."""

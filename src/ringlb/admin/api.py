@@ -106,5 +106,6 @@ class AdminAPI:
         if too_small is not None:
             raise ContractError(too_small)
         self._replicaset.set_policy(policy)
+        await self._replicaset.settled()  # the answer means new requests use the policy
         log.info("policy switched to %s", describe_policy(policy))
         return LocalAnswer(200, contract.success(describe_policy(policy)))

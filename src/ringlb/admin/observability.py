@@ -7,6 +7,7 @@ They are admin routes, so the data plane never proxies them; like `/rep` they on
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -41,6 +42,8 @@ class ObservabilityRoutes:
         self._metrics = MetricsExporter(
             BalancerCollector(replicaset, forwarder, supervisor, self._layouts, autoscaler)
         )
+        # Extra sections of /status, by key, each computed when it is read (the workers).
+        self.sections: dict[str, Callable[[], Any]] = {}
         self._page = resources.files("ringlb.admin").joinpath("dashboard.html").read_bytes()
         self.routes: dict[str, dict[str, Handler]] = {
             "/metrics": {"GET": self.metrics, "HEAD": self.metrics},
@@ -102,4 +105,5 @@ class ObservabilityRoutes:
                 "respawns": self._supervisor.respawns,
                 "unrouted": forwarder.all_failed + forwarder.no_replica,
             },
+            **{key: section() for key, section in self.sections.items()},
         }

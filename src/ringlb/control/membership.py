@@ -22,6 +22,7 @@ from ringlb import contract
 from ringlb.clock import Clock, SystemClock
 from ringlb.contract import ContractError, MembershipRequest
 from ringlb.control.outliers import OutlierRules
+from ringlb.control.tables import TableBuilder
 from ringlb.model import Replica, Snapshot
 from ringlb.policies import Policy
 from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
@@ -106,7 +107,15 @@ class ReplicaSet:
         self.ejected = asyncio.Event()  # wakes the heartbeat monitor early
         # Called with each replica that leaves for good (the proxy closes its pool).
         self.on_forget: list[Callable[[Replica], None]] = []
-        self.snapshot = Snapshot(0, (), policy.build(()), policy.keyed)
+        # Other data planes that route on this membership (worker processes): told of each
+        # change, waited for by `settled` (with the version) and by a drain (with the
+        # leaving replicas and the seconds left).
+        self.on_change: list[Callable[[], None]] = []
+        self.followers: list[Callable[[int], Awaitable[None]]] = []
+        self.drains: list[Callable[[Sequence[Replica], float], Awaitable[None]]] = []
+        self.snapshot: Snapshot
+        # Sets `snapshot` now and at each change: tables build in slices, off the hot path.
+        self.tables = TableBuilder(policy, self._set_snapshot)
         # Read by ringlb.admin.metrics and the status page.
         self.events: deque[Event] = deque(maxlen=EVENT_HISTORY)
         self.ejections = 0
@@ -142,11 +151,23 @@ class ReplicaSet:
 
     # -- synchronous transitions (atomic on the event loop) ------------------------------
 
+    def _set_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
     def _publish(self) -> None:
         serving = tuple(m.replica for m in self._members.values() if m.state is MemberState.SERVING)
         self._version += 1
-        policy = self._policy
-        self.snapshot = Snapshot(self._version, serving, policy.build(serving), policy.keyed)
+        self.tables.rebuild(self._version, serving, self._policy)
+        for callback in self.on_change:
+            callback()
+
+    async def settled(self) -> None:
+        """Returns once the routing tables (here and in every follower) hold every
+        membership change made so far."""
+        version = self._version
+        await self.tables.settled()
+        for follower in self.followers:
+            await follower(version)
 
     def set_policy(self, policy: Policy) -> None:
         """Switches the policy; requests in flight finish on the snapshot they read."""
@@ -276,6 +297,7 @@ class ReplicaSet:
             self._members[member.replica.name] = member
             member.state = MemberState.SERVING
         self._publish()
+        await self.settled()  # "in the ring" means in a complete table
         log.info("joined: %s", ", ".join(names))
         for name in names:
             self.record_event("joined", name)
@@ -324,6 +346,9 @@ class ReplicaSet:
             clock.now() < deadline
         ):
             await clock.sleep(DRAIN_POLL)
+        leaving = [m.replica for m in members]
+        left = max(0.0, deadline - clock.now())
+        await asyncio.gather(*(drain(leaving, left) for drain in self.drains))
         await self._forget(members)
         for member in members:
             self.record_event("removed", member.replica.name)
@@ -390,3 +415,4 @@ class ReplicaSet:
         """Forgets every member; the runtime decides whether replicas outlive the balancer."""
         self._members.clear()
         self._publish()
+        self.tables.close()

@@ -63,10 +63,13 @@ class Listener:
         *,
         tls: ssl.SSLContext | None = None,
         forwarder: Forwarder | None = None,
+        reuse_port: bool = False,
     ) -> asyncio.Server:
         """Accepts connections on `host:port` (HTTPS with `tls`; proxied requests go to
         `forwarder` when given, else to the listener's); returns the server (its socket
-        says the port)."""
+        says the port). With `reuse_port`, other processes accept on the same port too
+        (SO_REUSEPORT: the kernel spreads new connections over them, and over the others
+        when one is gone)."""
         loop = asyncio.get_running_loop()
         proto = b"http" if tls is None else b"https"
         server = await loop.create_server(
@@ -76,6 +79,7 @@ class Listener:
             backlog=BACKLOG,
             reuse_address=True,
             ssl=tls,
+            reuse_port=reuse_port or None,
         )
         self.servers.append(server)
         return server

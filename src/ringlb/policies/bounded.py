@@ -12,7 +12,16 @@ import math
 from collections.abc import Container, Iterator, Sequence
 
 from ringlb.model import Replica
-from ringlb.policies.base import EmptyPicker, KeyedPicker, Layout, Picker, Policy
+from ringlb.policies.base import (
+    BuildSteps,
+    EmptyPicker,
+    KeyedPicker,
+    Layout,
+    Picker,
+    Policy,
+    build_in_slices,
+    run_to_end,
+)
 
 
 class BoundedPicker:
@@ -75,7 +84,11 @@ class BoundedPolicy:
         }
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
-        picker = self.inner.build(replicas)
+        return run_to_end(self.build_steps(replicas))
+
+    def build_steps(self, replicas: Sequence[Replica]) -> BuildSteps:
+        """Builds the inner policy's picker in slices, then wraps it."""
+        picker = yield from build_in_slices(self.inner, replicas)
         if not replicas:
             return EmptyPicker()
         return BoundedPicker(picker, replicas, self.load_factor)  # type: ignore[arg-type]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Generator, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from ringlb.model import Replica
-from ringlb.policies.base import Layout, first_allowed, sampled_layout
+from ringlb.policies.base import SLICE_WORK, Layout, first_allowed, run_to_end, sampled_layout
 
 
 class PointHasher(Protocol):
@@ -24,6 +24,10 @@ class PointHasher(Protocol):
     def key(self, key: int) -> int: ...
 
     def node(self, replica: Replica, j: int) -> int: ...
+
+
+# A node costs a hash and a probe, a few times a Maglev claim: fewer of them per slice.
+NODES_PER_SLICE = SLICE_WORK // 4
 
 
 class RingFullError(ValueError):
@@ -99,14 +103,26 @@ def build_ring(
 ) -> RingPicker:
     """Returns the ring of `counts` (each replica with its number of virtual nodes), placed
     in the order given. A node that finds the ring full is left out."""
+    return run_to_end(build_ring_steps(hasher, slots, counts))
+
+
+def build_ring_steps(
+    hasher: PointHasher, slots: int, counts: Iterable[tuple[Replica, int]]
+) -> Generator[None, None, RingPicker]:
+    """Builds the ring of `build_ring`, yielding after every NODES_PER_SLICE nodes placed."""
     node = hasher.node
     taken: dict[int, Replica] = {}
+    placed = 0
     for replica, count in counts:
         for j in range(count):
             if len(taken) >= slots:
                 break  # a full ring: later replicas get no node (slots < replicas)
             taken[probe_free_slot(node(replica, j) % slots, slots, taken)] = replica
+            placed += 1
+            if placed % NODES_PER_SLICE == 0:
+                yield
     positions = sorted(taken)
+    yield
     return RingPicker(positions, [taken[p] for p in positions], hasher.key, slots)
 
 

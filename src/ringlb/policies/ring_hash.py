@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ringlb.model import Replica
-from ringlb.policies.base import EmptyPicker, Picker
+from ringlb.policies.base import BuildSteps, EmptyPicker, Picker, run_to_end
 from ringlb.policies.hashing import SPACE64, canonical_order, make_hasher
 from ringlb.policies.options import PolicyError, integer
-from ringlb.policies.ring import build_ring
+from ringlb.policies.ring import build_ring_steps
 
 UNIFORM_DEFAULT_SLOTS = 1 << 32  # ketama's continuum
 POLYNOMIAL_DEFAULT_SLOTS = 512  # the specification's ring
@@ -66,9 +66,13 @@ class RingHashPolicy:
         return [max(1, round(per_weight * r.weight)) for r in replicas]
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
+        return run_to_end(self.build_steps(replicas))
+
+    def build_steps(self, replicas: Sequence[Replica]) -> BuildSteps:
+        """Builds the picker in slices (see `ringlb.policies.base.build_in_slices`)."""
         if not replicas:
             return EmptyPicker()
         # Contested slots go to the first placed: place in an order of the membership alone.
         replicas = canonical_order(replicas, self.hasher)
         counts = zip(replicas, self.vnode_counts(replicas), strict=True)
-        return build_ring(self.hasher, self.slots, counts)
+        return (yield from build_ring_steps(self.hasher, self.slots, counts))
