@@ -34,7 +34,7 @@ from ringlb import contract
 from ringlb.dataplane import http11
 from ringlb.dataplane.body_stream import BodyStream
 from ringlb.dataplane.deadlines import DeadlineSweep
-from ringlb.dataplane.forward import Forwarder, Forwarding
+from ringlb.dataplane.forward import Forwarder, Forwarding, RequestHandler
 from ringlb.dataplane.http11 import IGNORED_UPGRADE, TUNNEL_UPGRADE
 from ringlb.dataplane.plain import plain_request
 from ringlb.dataplane.request import HeadParse, Request
@@ -126,10 +126,10 @@ class ClientConnection(asyncio.Protocol):
     )
 
     def __init__(
-        self, listener: Host, role: str, proto: bytes, forwarder: Forwarder | None = None
+        self, listener: Host, role: str, proto: bytes, forwarder: RequestHandler | None = None
     ) -> None:
         self.listener = listener
-        self.forwarder = forwarder or listener.forwarder
+        self.forwarder: RequestHandler = forwarder or listener.forwarder
         self.sweep = listener.sweep
         self.limits = listener.limits
         self.local_paths = frozenset() if role == PROXY_ONLY else listener.endpoints.paths
