@@ -198,9 +198,12 @@ class Worker:
         assert self.plane is not None and self.settings is not None
         settings, listener = self.settings, self.plane.listener
         split = hello["admin_port"] is not None
-        await listener.listen(settings.host, hello["port"], PROXY_ONLY if split else BOTH, True)
+        role = PROXY_ONLY if split else BOTH
+        await listener.listen(settings.host, hello["port"], role, reuse_port=True)
         if split:
-            await listener.listen(settings.admin_host, hello["admin_port"], ADMIN_ONLY, True)
+            await listener.listen(
+                settings.admin_host, hello["admin_port"], ADMIN_ONLY, reuse_port=True
+            )
         self.channel.answer(hello, {"pid": os.getpid()})
 
     async def _acknowledge(self, version: int, applied: float) -> None:
