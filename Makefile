@@ -11,17 +11,25 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the project's metadata changes.
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# Reinstall only when the project's metadata changes. Installing also compiles the hot path
+# in place (setup.py: mypyc, when a C compiler is present; RINGLB_PURE=1 skips it).
+$(VENV)/.installed-run: pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	touch $@ $(VENV)/.compiled
+
+$(VENV)/.installed-dev: pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-run $(VENV)/.compiled
+
+# The compiled hot path again whenever its source changes (a stale build is not used: the
+# process runs the source and says so, see ringlb.hotpath).
+HOT_PATH := src/ringlb/model.py $(filter-out %/testing.py,$(wildcard src/ringlb/dataplane/*.py))
+$(VENV)/.compiled: $(HOT_PATH) | $(VENV)/.installed-run
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@ $(VENV)/.installed-run
-
 ## run: the balancer on :5000 with three local replica processes (Ctrl-C stops everything)
-run: $(VENV)/.installed-run
+run: $(VENV)/.installed-run $(VENV)/.compiled
 	exec $(BIN)/ringlb serve $(ARGS)
 
 # In CI (CI=true), or when asked with RINGLB_REQUIRE_DOCKER=1, `make test` first makes a
@@ -30,14 +38,21 @@ run: $(VENV)/.installed-run
 # (which otherwise skips without it).
 ifeq ($(CI),true)
 RINGLB_REQUIRE_DOCKER ?= 1
+RINGLB_REQUIRE_COMPILED ?= 1
 endif
-export RINGLB_REQUIRE_DOCKER
+export RINGLB_REQUIRE_DOCKER RINGLB_REQUIRE_COMPILED
 
 ## test: lint, then the whole suite (unit, integration, docker when an engine is reachable)
-test: lint
+## on the compiled hot path, then the unit and integration tests again on the pure-Python one
+## (the same source, RINGLB_PURE=1). PYTEST_ARGS replaces the second run's selection too.
+PURE_TESTS ?= tests/unit tests/integration
+test: lint $(VENV)/.compiled
 	$(if $(filter 1,$(RINGLB_REQUIRE_DOCKER)),scripts/docker-engine.sh && scripts/docker-build.sh)
 	$(if $(filter true,$(CI)),scripts/chromium.sh)
+	$(BIN)/ringlb --version
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	RINGLB_PURE=1 $(BIN)/ringlb --version
+	RINGLB_PURE=1 $(BIN)/python -m pytest -q $(or $(PYTEST_ARGS),$(PURE_TESTS))
 
 ## Docker (docs/docker.md): the balancer container on :$(RINGLB_HOST_PORT), replicas on net1.
 # The compose CLI is the v2 plugin when present, else Debian's docker-compose.
@@ -102,7 +117,7 @@ faults: $(VENV)/.installed-dev
 ## the stall of an /add under load (installs haproxy, nginx and wrk from Debian packages when
 ## missing; ~16 minutes; the WebSocket client is the dev extra's `websockets`).
 ## BENCH_ARGS for bench/run.py; REGIMES_ARGS="--rounds 3 --seconds 10", or "--skip-stall".
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-dev $(VENV)/.compiled
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/regimes.py $(REGIMES_ARGS)
@@ -111,7 +126,7 @@ bench: $(VENV)/.installed-dev
 ## over the same replicas, with a probe client; the table goes into docs/reliability.md
 ## (installs slowhttptest and haproxy from Debian when missing; ~12 minutes).
 ## ATTACK_ARGS="--only idle,bad-chunk --seconds 15" for one attack or shorter runs.
-attack: $(VENV)/.installed-run
+attack: $(VENV)/.installed-run $(VENV)/.compiled
 	bash bench/install.sh haproxy slowhttptest
 	$(BIN)/python bench/attack.py $(ATTACK_ARGS)
 

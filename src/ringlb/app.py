@@ -19,6 +19,7 @@ import random
 import resource
 import signal
 
+import ringlb
 from ringlb.admin.api import AdminAPI
 from ringlb.admin.observability import ObservabilityRoutes
 from ringlb.clock import SystemClock
@@ -259,13 +260,15 @@ class Balancer:
             address = self.admin_server.sockets[0].getsockname()
             log.info("admin API on its own listener: http://%s:%d", address[0], address[1])
         log.info(
-            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s, admin %s)",
+            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s, admin %s,"
+            " hot path %s)",
             settings.host,
             self.port,
             self.runtime.name,
             rs.policy.name,
             ",".join(rs.snapshot.names()),
             "token required" if settings.admin_token else "open",
+            ringlb.BUILD,
         )
 
     async def _watch_certificates(self) -> None:

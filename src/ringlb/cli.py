@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ringlb import __version__
+from ringlb import BUILD, __version__
 from ringlb.analysis.options import add_arguments as add_analyze_arguments
 from ringlb.config import Settings, SettingsError, load_settings
 from ringlb.logformat import configure_logging
@@ -30,7 +30,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ringlb", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"ringlb {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"ringlb {__version__}, hot path {BUILD}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the load balancer")

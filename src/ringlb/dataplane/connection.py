@@ -34,7 +34,7 @@ from ringlb import contract
 from ringlb.dataplane import http11
 from ringlb.dataplane.body_stream import BodyStream
 from ringlb.dataplane.deadlines import DeadlineSweep
-from ringlb.dataplane.forward import Forwarder, Forwarding
+from ringlb.dataplane.forward import Forwarder, Forwarding, RequestHandler
 from ringlb.dataplane.http11 import IGNORED_UPGRADE, TUNNEL_UPGRADE
 from ringlb.dataplane.plain import plain_request
 from ringlb.dataplane.request import HeadParse, Request
@@ -126,10 +126,10 @@ class ClientConnection(asyncio.Protocol):
     )
 
     def __init__(
-        self, listener: Host, role: str, proto: bytes, forwarder: Forwarder | None = None
+        self, listener: Host, role: str, proto: bytes, forwarder: RequestHandler | None = None
     ) -> None:
         self.listener = listener
-        self.forwarder = forwarder or listener.forwarder
+        self.forwarder: RequestHandler = forwarder or listener.forwarder
         self.sweep = listener.sweep
         self.limits = listener.limits
         self.local_paths = frozenset() if role == PROXY_ONLY else listener.endpoints.paths
@@ -445,7 +445,7 @@ class ClientConnection(asyncio.Protocol):
                 (v for n, v in request.fields() if n.lower() == b"authorization"), None
             )
             answer = await self.listener.endpoints.handle(
-                request.method, request.path, request.body, authorization
+                request.method, request.path, bytes(request.body), authorization
             )
             self.write(
                 http11.serialize_response(

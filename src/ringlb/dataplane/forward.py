@@ -59,6 +59,13 @@ class Client(Protocol):
         ...
 
 
+class RequestHandler(Protocol):
+    """What a client connection hands a parsed request to: the Forwarder, or a stand-in that
+    answers every request itself (dataplane.redirect)."""
+
+    def begin(self, request: Request, client: Client) -> None: ...
+
+
 class Forwarder:
     """Admits proxied requests and routes them; holds the counters /metrics reads."""
 

@@ -150,7 +150,11 @@ def make_key_source(spec: str) -> KeySource:
     if not colon:
         if kind == DEFAULT_KEY_SOURCE:
             return HeaderKey("X-Request-ID", DEFAULT_KEY_SOURCE)
-        simple = {"client": ClientAddressKey, "path": PathKey, "random": NoKey}
+        simple: dict[str, type[KeySource]] = {
+            "client": ClientAddressKey,
+            "path": PathKey,
+            "random": NoKey,
+        }
         if kind in simple:
             return simple[kind]()
     elif argument:

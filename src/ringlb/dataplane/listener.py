@@ -15,7 +15,7 @@ import ssl
 
 from ringlb.dataplane.connection import BOTH, ClientConnection, ClientLimits
 from ringlb.dataplane.deadlines import DeadlineSweep
-from ringlb.dataplane.forward import Forwarder
+from ringlb.dataplane.forward import Forwarder, RequestHandler
 from ringlb.dataplane.routing import LocalEndpoints
 
 log = logging.getLogger("ringlb.proxy")
@@ -62,7 +62,7 @@ class Listener:
         role: str,
         *,
         tls: ssl.SSLContext | None = None,
-        forwarder: Forwarder | None = None,
+        forwarder: RequestHandler | None = None,
         reuse_port: bool = False,
     ) -> asyncio.Server:
         """Accepts connections on `host:port` (HTTPS with `tls`; proxied requests go to
