@@ -30,6 +30,8 @@ import targets
 import tls_ws
 from wrk import WrkSettings, run_wrk
 
+import ringlb as ringlb_package
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
@@ -170,7 +172,9 @@ def main() -> int:
     started = time.time()
     # Other work on the machine skews wall-clock figures: record how busy it was.
     load_at_start = os.getloadavg()
+    ringlb_build = ringlb_package.BUILD
     print(f"bench: load average at start {load_at_start}", flush=True)
+    print(f"bench: ringlb's hot path: {ringlb_build}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
     running: list[targets.Target] = []
     https_rounds = args.rounds if args.https_rounds is None else args.https_rounds
@@ -186,6 +190,9 @@ def main() -> int:
         running.append(haproxy)
         running.append(targets.Nginx(workdir, ringlb.replicas))
         running.append(targets.PythonFloor(workdir, ringlb.replicas))
+        if ringlb_build.startswith("compiled"):
+            # The same source as plain Python, with replica processes of its own.
+            running.append(targets.Ringlb(workdir, args.policy, name="ringlb-pure", pure=True))
         running.append(targets.Direct(ringlb.replicas[0]))
         chosen = [t for t in running if not args.only or t.name in args.only.split(",")]
         replicas = ", ".join(f"{r.name}:{r.port}" for r in ringlb.replicas)
@@ -238,6 +245,7 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": targets.machine(),
         "load_average_at_start": load_at_start,
+        "ringlb_hot_path": ringlb_build,
         "versions": {name: targets.version(name) for name in ("haproxy", "nginx", "wrk")},
         "wrk": asdict(settings),
         "rounds": args.rounds,

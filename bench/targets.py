@@ -140,6 +140,7 @@ class Ringlb(_Process):
         extra_args: Sequence[str] = (),
         workers: str = "1",
         name: str = "ringlb",
+        pure: bool = False,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -147,7 +148,9 @@ class Ringlb(_Process):
         args = [sys.executable, "-m", "ringlb", "serve", "--port", str(self.port)]
         args += ["--replicas", "3", "--log-level", "WARNING", "--policy", policy]
         args += ["--workers", workers, *extra_args]
-        self._spawn(args, workdir / f"{name}.log", cwd=ROOT)
+        # pure: the same source run as plain Python although a compiled build is installed.
+        env = {**os.environ, "RINGLB_PURE": "1"} if pure else None
+        self._spawn(args, workdir / f"{name}.log", cwd=ROOT, env=env)
         self._ready("/rep", "ringlb serve")
         self.replicas = replicas_of(self.proc.pid)
         if len(self.replicas) != 3:
