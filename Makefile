@@ -40,8 +40,9 @@ test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Docker (docs/docker.md): the balancer container on :$(RINGLB_HOST_PORT), replicas on net1.
-# The compose CLI is the v2 plugin when present, else Debian's docker-compose.
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# The compose CLI: scripts/compose.sh finds the plugin or Debian's docker-compose, installs
+# the latter when neither exists (root), or says what to install.
+COMPOSE ?= scripts/compose.sh
 STACK = $(COMPOSE) -p ringlb
 RINGLB_HOST_PORT ?= 5000
 RINGLB_IMAGE ?= ringlb:latest
