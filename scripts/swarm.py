@@ -64,7 +64,11 @@ def join_or_init() -> None:
         sys.exit(f"swarm: the engine's swarm state is {state!r}; wait or fix it first")
     say(f"no swarm: initialising a one-node swarm (advertise {ADVERTISE})")
     docker("swarm", "init", "--advertise-addr", ADVERTISE)
-    docker("node", "update", "--label-add", f"{INIT_LABEL}=1", "self")
+    docker("node", "update", "--label-add", f"{INIT_LABEL}=1", node_id())
+
+
+def node_id() -> str:
+    return docker("info", "--format", "{{.Swarm.NodeID}}")
 
 
 def ensure_network() -> None:
@@ -155,7 +159,7 @@ def down() -> None:
     if network:
         # Removed once the tasks' containers have left it.
         until(f"network {NETWORK}", lambda: remove_network(network.split()))
-    node = json.loads(docker("node", "inspect", "self"))[0]
+    node = json.loads(docker("node", "inspect", node_id()))[0]
     if node["Spec"].get("Labels", {}).get(INIT_LABEL):
         say("leaving the swarm that make swarm-up created")
         docker("swarm", "leave", "--force")

@@ -1,0 +1,233 @@
+"""The Swarm deployment on a one-node swarm of a private engine (see conftest.py):
+`scripts/swarm.py up` (what `make swarm-up` runs after the build) makes the swarm and
+deploys deploy/stack.yml; replicas are services; the contract holds through the published
+port; `docker kill` of a replica's container is repaired under a new name with no failed
+request; /rm removes services before it answers (also one whose name Swarm refuses); a
+restarted balancer adopts the services; `swarm.py down` leaves nothing, not even the swarm.
+One stack is shared by the module; tests run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from dockertest import REPO
+from swarmtest import IMAGE
+
+from integration.contract_checks import run_contract_checks
+from lbtest import request, wait_until
+from private_engine import PrivateEngine
+
+pytestmark = pytest.mark.docker
+
+OWNER = "ringlb-swarm"  # deploy/stack.yml's RINGLB_DOCKER_OWNER
+NETWORK = "net1"
+PORT = 5000  # published on the engine's namespace: no clash with this machine's ports
+GENERATED = re.compile(r"^server_[0-9a-f]{6}$")
+
+
+@dataclass
+class SwarmStack:
+    engine: PrivateEngine
+    host: str
+    env: dict[str, str]
+
+    def call(self, method: str, path: str, payload: object | None = None, timeout: float = 30):
+        body = None if payload is None else json.dumps(payload)
+        return request(PORT, method, path, body=body, host=self.host, timeout=timeout)
+
+    def replicas(self) -> list[str]:
+        return self.call("GET", "/rep").json()["message"]["replicas"]
+
+    def docker(self, *args: str) -> str:
+        done = subprocess.run(
+            ["docker", "-H", self.engine.url, *args], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def swarm(self, command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            ["python3", str(REPO / "scripts" / "swarm.py"), command],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, f"swarm.py {command}:\n{done.stdout}{done.stderr}"
+        return done
+
+    def services(self) -> dict[str, dict]:
+        """Returns the replica services by contract name (the ringlb.name label)."""
+        ids = self.docker(
+            "service", "ls", "-q", "--filter", f"label=ringlb.owner={OWNER}",
+            "--filter", "label=ringlb.role=replica",
+        ).split()  # fmt: skip
+        if not ids:
+            return {}
+        found = json.loads(self.docker("service", "inspect", *ids))
+        return {s["Spec"]["Labels"]["ringlb.name"]: s for s in found}
+
+    def container_of(self, name: str) -> str:
+        """Returns the id of the running container of replica `name` ("" when none)."""
+        return self.docker("ps", "-q", "--filter", f"label=ringlb.name={name}")
+
+    def balancer_container(self) -> str:
+        return self.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=ringlb_lb")
+
+
+@pytest.fixture(scope="module")
+def stack(swarm_engine: PrivateEngine) -> Iterator[SwarmStack]:
+    netns = swarm_engine.netns
+    assert netns is not None
+    env = {
+        **os.environ,
+        "DOCKER_HOST": swarm_engine.url,
+        "RINGLB_IMAGE": IMAGE,
+        "RINGLB_SWARM_ADVERTISE_ADDR": netns.address,
+        "RINGLB_SWARM_PROBE_HOST": netns.address,
+        "RINGLB_HOST_PORT": str(PORT),
+    }
+    swarm = SwarmStack(swarm_engine, netns.address, env)
+    started = time.monotonic()
+    swarm.swarm("up")
+    print(f"swarm.py up on a private engine: {time.monotonic() - started:.1f} s")
+    yield swarm
+    subprocess.run(
+        ["python3", str(REPO / "scripts" / "swarm.py"), "down"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def test_up_makes_a_swarm_and_runs_each_replica_as_a_service(stack: SwarmStack) -> None:
+    assert stack.docker("info", "--format", "{{.Swarm.LocalNodeState}}") == "active"
+    assert stack.replicas() == ["server_1", "server_2", "server_3"]
+    services = stack.services()
+    assert sorted(services) == ["server_1", "server_2", "server_3"]
+    for name, service in services.items():
+        spec = service["Spec"]
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        assert spec["Name"] == name
+        assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
+        assert spec["EndpointSpec"]["Mode"] == "dnsrr"
+        assert "Ports" not in spec["EndpointSpec"], "published"
+        assert spec["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+        assert container["Hostname"] == name
+        assert f"SERVER_ID={name}" in container["Env"]
+        assert container["Image"].startswith("sha256:"), "named by ID: nodes never pull"
+        assert container["CapabilityDrop"] == ["ALL"] and container["ReadOnly"] is True
+        limits = spec["TaskTemplate"]["Resources"]["Limits"]
+        assert limits == {"NanoCPUs": 10**9, "MemoryBytes": 256 * 1024**2, "Pids": 128}
+        (attachment,) = spec["TaskTemplate"]["Networks"]
+        assert attachment["Aliases"] == [name]
+        network = json.loads(stack.docker("network", "inspect", attachment["Target"]))[0]
+        assert network["Name"] == NETWORK and network["Driver"] == "overlay"
+        assert network["Attachable"] is True
+        tasks = stack.docker("service", "ps", "-q", "--filter", "desired-state=running", name)
+        assert len(tasks.split()) == 1
+
+
+def test_contract_holds_through_the_published_port(stack: SwarmStack) -> None:
+    run_contract_checks(PORT, stack.host)
+
+
+def test_rm_removes_services_before_answering(stack: SwarmStack) -> None:
+    before = stack.replicas()
+    # "a.b" is a valid contract name but not a valid service name: an internal one is used.
+    reply = stack.call("POST", "/add", {"hostnames": ["S5", "a.b"]})
+    assert reply.status == 200, reply.body
+    services = stack.services()
+    assert services["S5"]["Spec"]["Name"] == "S5"
+    assert services["a.b"]["Spec"]["Name"].startswith("ringlb-")
+    hostname = services["a.b"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Hostname"]
+    assert hostname == "a.b"
+    reply = stack.call("DELETE", "/rm", {"hostnames": ["S5", "a.b"]})
+    assert reply.status == 200, reply.body
+    left = stack.services()
+    assert "S5" not in left and "a.b" not in left, "/rm answered before removing services"
+    assert stack.container_of("S5") == "" and stack.container_of("a.b") == ""
+    reply = stack.call("POST", "/add", {"hostnames": ["S5"]})  # the name is free at once
+    assert reply.status == 200, reply.body
+    assert stack.call("POST", "/rm", {"hostnames": ["S5"]}).status == 200
+    assert stack.replicas() == before
+
+
+def test_docker_kill_is_repaired_under_a_new_name_without_client_errors(
+    stack: SwarmStack,
+) -> None:
+    assert "server_2" in stack.replicas()
+    failures: list[str] = []
+    sent = 0
+    done = threading.Event()
+
+    def load() -> None:  # bounded: stops when told, or after 20,000 requests
+        nonlocal sent
+        while not done.is_set() and sent < 20_000:
+            try:
+                reply = stack.call("GET", "/home", timeout=10)
+                if reply.status != 200:
+                    failures.append(f"{reply.status} {reply.body[:200]!r}")
+            except OSError as exc:
+                failures.append(repr(exc))
+            sent += 1
+
+    loop = threading.Thread(target=load)
+    loop.start()
+    try:
+        wait_until(lambda: sent > 50, 30)
+        victim = stack.container_of("server_2")
+        killed = time.monotonic()
+        stack.docker("kill", victim)
+
+        def repaired() -> list[str] | None:
+            names = stack.replicas()
+            fresh = [n for n in names if GENERATED.match(n)]
+            return names if len(names) == 3 and "server_2" not in names and fresh else None
+
+        names = wait_until(repaired, 60, interval=0.05)
+        repair = time.monotonic() - killed
+        sent_at_repair = sent
+        wait_until(lambda: sent > sent_at_repair + 50, 30)
+    finally:
+        done.set()
+        loop.join()
+    print(f"swarm: repair after docker kill: {repair:.2f} s, {sent} requests", end="")
+    print(f", {len(failures)} failed")
+    assert failures == []
+    assert sorted(stack.services()) == sorted(names)
+
+
+def test_restarted_balancer_adopts_the_replica_services(stack: SwarmStack) -> None:
+    names = stack.replicas()
+    ids = {name: service["ID"] for name, service in stack.services().items()}
+    balancer = stack.balancer_container()
+    stack.docker("kill", balancer)  # Swarm restarts the balancer's task (condition any)
+
+    def answers_again() -> bool:
+        try:
+            return stack.balancer_container() not in ("", balancer) and stack.replicas() == names
+        except OSError:
+            return False
+
+    wait_until(answers_again, 90, interval=0.2)
+    assert {name: service["ID"] for name, service in stack.services().items()} == ids
+
+
+def test_down_leaves_nothing_and_leaves_the_swarm_it_made(stack: SwarmStack) -> None:
+    started = time.monotonic()
+    stack.swarm("down")
+    print(f"swarm.py down on a private engine: {time.monotonic() - started:.1f} s")
+    assert stack.docker("info", "--format", "{{.Swarm.LocalNodeState}}") == "inactive"
+    assert stack.docker("ps", "-aq", "--filter", "label=ringlb.owner=ringlb-swarm") == ""
+    networks = stack.docker("network", "ls", "--format", "{{.Name}}").split()
+    assert NETWORK not in networks
