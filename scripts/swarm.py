@@ -163,6 +163,8 @@ def down() -> None:
     if node["Spec"].get("Labels", {}).get(INIT_LABEL):
         say("leaving the swarm that make swarm-up created")
         docker("swarm", "leave", "--force")
+        # `swarm init` made the gateway bridge of overlay networks; leaving keeps it.
+        docker("network", "rm", "docker_gwbridge", check=False)
     say("done")
 
 

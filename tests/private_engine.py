@@ -22,29 +22,71 @@ from pathlib import Path
 ADDRESS_POOL = "base=10.213.0.0/16,size=24"  # away from the shared engine's 172.x networks
 
 
-class Netns:
-    """A network namespace of the test's own with a veth pair to the host's namespace: the
-    host side is 10.214.<index>.1, the namespace side `address` 10.214.<index>.2."""
+def ip(*commands: str) -> None:
+    for command in commands:
+        subprocess.run(command.split(), check=True, capture_output=True, timeout=30)
+
+
+class Lan:
+    """One Ethernet segment for several namespaces: a bridge in a namespace of its own,
+    10.215.<index>.0/24, this (the host's) namespace on it as .254."""
 
     def __init__(self, index: int) -> None:
-        self.name = f"rlb-{os.getpid()}-{index}"
-        self.host_if = f"rlbh{os.getpid() % 10000}x{index}"[:15]
-        self.inner_if = f"rlbn{os.getpid() % 10000}x{index}"[:15]
-        self.host_address = f"10.214.{index}.1"
-        self.address = f"10.214.{index}.2"
+        self.name = f"rlb-{os.getpid()}-lan{index}"
+        self.prefix = f"10.215.{index}"
+        self.host_if = f"rlbl{os.getpid() % 10000}h"
+        self.host_address = f"{self.prefix}.254"
 
     def create(self) -> None:
-        for command in (
+        ip(
             f"ip netns add {self.name}",
+            f"ip -n {self.name} link add br0 type bridge",
+            f"ip -n {self.name} link set br0 up",
+        )
+        self.plug(None, self.host_if, self.host_address)
+
+    def plug(self, netns: str | None, interface: str, address: str) -> None:
+        """Puts `interface` (in `netns`, or here) on the bridge, with `address`."""
+        peer = f"{interface}p"
+        ip(
+            f"ip link add {interface} type veth peer name {peer}",
+            f"ip link set {peer} netns {self.name}",
+            f"ip -n {self.name} link set {peer} master br0 up",
+        )
+        where = f"-n {netns} " if netns else ""
+        if netns:
+            ip(f"ip link set {interface} netns {netns}")
+        ip(f"ip {where}addr add {address}/24 dev {interface}", f"ip {where}link set {interface} up")
+
+    def destroy(self) -> None:
+        for command in (f"ip link del {self.host_if}", f"ip netns del {self.name}"):
+            subprocess.run(command.split(), capture_output=True, timeout=30, check=False)
+
+
+class Netns:
+    """A network namespace of the test's own, reached from here over a veth pair (host side
+    10.214.<index>.1, `address` 10.214.<index>.2), or on a `Lan` (`address` .<index>)."""
+
+    def __init__(self, index: int, lan: Lan | None = None) -> None:
+        self.name = f"rlb-{os.getpid()}-{index}"
+        self.lan = lan
+        self.host_if = f"rlbh{os.getpid() % 10000}x{index}"[:14]
+        self.inner_if = f"rlbn{os.getpid() % 10000}x{index}"[:14]
+        self.address = f"{lan.prefix}.{index}" if lan else f"10.214.{index}.2"
+
+    def create(self) -> None:
+        ip(f"ip netns add {self.name}", f"ip -n {self.name} link set lo up")
+        if self.lan is not None:
+            self.lan.plug(self.name, self.inner_if, self.address)
+            return
+        ip(
             f"ip link add {self.host_if} type veth peer name {self.inner_if}",
             f"ip link set {self.inner_if} netns {self.name}",
-            f"ip addr add {self.host_address}/24 dev {self.host_if}",
+            f"ip addr add {self.address.removesuffix('.2')}.1/24 dev {self.host_if}",
             f"ip link set {self.host_if} up",
             f"ip -n {self.name} addr add {self.address}/24 dev {self.inner_if}",
             f"ip -n {self.name} link set {self.inner_if} up",
-            f"ip -n {self.name} link set lo up",
-        ):
-            subprocess.run(command.split(), check=True, capture_output=True, timeout=30)
+        )
 
     def prefix(self) -> list[str]:
         """Returns the command prefix that runs a program in the namespace."""

@@ -10,103 +10,29 @@ One stack is shared by the module; tests run in file order.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from dockertest import REPO
-from swarmtest import IMAGE
+from swarmtest import GENERATED, OWNER, PORT, RequestLoop, SwarmStack
 
 from integration.contract_checks import run_contract_checks
-from lbtest import request, wait_until
+from lbtest import wait_until
 from private_engine import PrivateEngine
 
 pytestmark = pytest.mark.docker
 
-OWNER = "ringlb-swarm"  # deploy/stack.yml's RINGLB_DOCKER_OWNER
 NETWORK = "net1"
-PORT = 5000  # published on the engine's namespace: no clash with this machine's ports
-GENERATED = re.compile(r"^server_[0-9a-f]{6}$")
-
-
-@dataclass
-class SwarmStack:
-    engine: PrivateEngine
-    host: str
-    env: dict[str, str]
-
-    def call(self, method: str, path: str, payload: object | None = None, timeout: float = 30):
-        body = None if payload is None else json.dumps(payload)
-        return request(PORT, method, path, body=body, host=self.host, timeout=timeout)
-
-    def replicas(self) -> list[str]:
-        return self.call("GET", "/rep").json()["message"]["replicas"]
-
-    def docker(self, *args: str) -> str:
-        done = subprocess.run(
-            ["docker", "-H", self.engine.url, *args], capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    def swarm(self, command: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            ["python3", str(REPO / "scripts" / "swarm.py"), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, f"swarm.py {command}:\n{done.stdout}{done.stderr}"
-        return done
-
-    def services(self) -> dict[str, dict]:
-        """Returns the replica services by contract name (the ringlb.name label)."""
-        ids = self.docker(
-            "service", "ls", "-q", "--filter", f"label=ringlb.owner={OWNER}",
-            "--filter", "label=ringlb.role=replica",
-        ).split()  # fmt: skip
-        if not ids:
-            return {}
-        found = json.loads(self.docker("service", "inspect", *ids))
-        return {s["Spec"]["Labels"]["ringlb.name"]: s for s in found}
-
-    def container_of(self, name: str) -> str:
-        """Returns the id of the running container of replica `name` ("" when none)."""
-        return self.docker("ps", "-q", "--filter", f"label=ringlb.name={name}")
-
-    def balancer_container(self) -> str:
-        return self.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=ringlb_lb")
 
 
 @pytest.fixture(scope="module")
 def stack(swarm_engine: PrivateEngine) -> Iterator[SwarmStack]:
-    netns = swarm_engine.netns
-    assert netns is not None
-    env = {
-        **os.environ,
-        "DOCKER_HOST": swarm_engine.url,
-        "RINGLB_IMAGE": IMAGE,
-        "RINGLB_SWARM_ADVERTISE_ADDR": netns.address,
-        "RINGLB_SWARM_PROBE_HOST": netns.address,
-        "RINGLB_HOST_PORT": str(PORT),
-    }
-    swarm = SwarmStack(swarm_engine, netns.address, env)
+    swarm = SwarmStack.on(swarm_engine)
     started = time.monotonic()
     swarm.swarm("up")
     print(f"swarm.py up on a private engine: {time.monotonic() - started:.1f} s")
     yield swarm
-    subprocess.run(
-        ["python3", str(REPO / "scripts" / "swarm.py"), "down"],
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
+    swarm.swarm("down", check=False)
 
 
 def test_up_makes_a_swarm_and_runs_each_replica_as_a_service(stack: SwarmStack) -> None:
@@ -166,25 +92,7 @@ def test_docker_kill_is_repaired_under_a_new_name_without_client_errors(
     stack: SwarmStack,
 ) -> None:
     assert "server_2" in stack.replicas()
-    failures: list[str] = []
-    sent = 0
-    done = threading.Event()
-
-    def load() -> None:  # bounded: stops when told, or after 20,000 requests
-        nonlocal sent
-        while not done.is_set() and sent < 20_000:
-            try:
-                reply = stack.call("GET", "/home", timeout=10)
-                if reply.status != 200:
-                    failures.append(f"{reply.status} {reply.body[:200]!r}")
-            except OSError as exc:
-                failures.append(repr(exc))
-            sent += 1
-
-    loop = threading.Thread(target=load)
-    loop.start()
-    try:
-        wait_until(lambda: sent > 50, 30)
+    with RequestLoop(stack) as load:
         victim = stack.container_of("server_2")
         killed = time.monotonic()
         stack.docker("kill", victim)
@@ -196,11 +104,7 @@ def test_docker_kill_is_repaired_under_a_new_name_without_client_errors(
 
         names = wait_until(repaired, 60, interval=0.05)
         repair = time.monotonic() - killed
-        sent_at_repair = sent
-        wait_until(lambda: sent > sent_at_repair + 50, 30)
-    finally:
-        done.set()
-        loop.join()
+    failures, sent = load.failures, load.sent
     print(f"swarm: repair after docker kill: {repair:.2f} s, {sent} requests", end="")
     print(f", {len(failures)} failed")
     assert failures == []
@@ -228,6 +132,6 @@ def test_down_leaves_nothing_and_leaves_the_swarm_it_made(stack: SwarmStack) -> 
     stack.swarm("down")
     print(f"swarm.py down on a private engine: {time.monotonic() - started:.1f} s")
     assert stack.docker("info", "--format", "{{.Swarm.LocalNodeState}}") == "inactive"
-    assert stack.docker("ps", "-aq", "--filter", "label=ringlb.owner=ringlb-swarm") == ""
+    assert stack.docker("ps", "-aq", "--filter", f"label=ringlb.owner={OWNER}") == ""
     networks = stack.docker("network", "ls", "--format", "{{.Name}}").split()
-    assert NETWORK not in networks
+    assert sorted(networks) == ["host", "none"], "the engine is not as it was"

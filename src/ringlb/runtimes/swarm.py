@@ -13,7 +13,8 @@ every `poll_interval` (a task no longer running, or on a node that is down), bes
 heartbeats and the proxy's failed requests. Services carry the owner, role, ring id and
 name labels: a restarted balancer adopts them. The scheduler puts each new task on the
 node with the fewest tasks, so one-task services spread over the nodes by themselves;
-`constraints` narrow where they may go.
+`constraints` narrow where they may go, and a node that seems gone is avoided for a while
+(`ringlb.runtimes.placement`).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from docker.types import (
     EndpointSpec,
     Mount,
     NetworkAttachmentConfig,
-    Placement,
     Resources,
     RestartPolicy,
     ServiceMode,
     TaskTemplate,
 )
+from docker.types import Placement as DockerPlacement
 
 import docker
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
@@ -54,6 +55,7 @@ from ringlb.runtimes.engine import (
     replica_command,
     replica_environment,
 )
+from ringlb.runtimes.placement import Placement
 
 log = logging.getLogger("ringlb.runtime.swarm")
 
@@ -107,7 +109,7 @@ class SwarmRuntime(Runtime):
         self._network = network
         self._owner = owner
         self._containment = containment
-        self._constraints = list(constraints)
+        self._placement = Placement(constraints)
         self._poll_interval = poll_interval
         self._image_by_id = image_by_id
         self._start_timeout = start_timeout
@@ -179,7 +181,7 @@ class SwarmRuntime(Runtime):
             spec,
             resources=resources,
             restart_policy=RestartPolicy(condition="none"),
-            placement=Placement(constraints=self._constraints) if self._constraints else None,
+            placement=DockerPlacement(constraints=self._placement.constraints(_ready_nodes(api))),
             networks=[NetworkAttachmentConfig(self._network, aliases=[name])],
         )
         created = api.create_service(
@@ -253,10 +255,18 @@ class SwarmRuntime(Runtime):
             return
         try:
             tasks = await self._engine.call(f"removing '{name}'", _tasks, [service_id])
+            task = latest_task(tasks)
+            if force and task is not None and task["Status"]["State"] == "running":
+                # Dead to us, running to Swarm: its node has said nothing, it seems gone.
+                log.warning("replica %s died unseen by Swarm: avoiding its node", name)
+                self._placement.avoid(task["NodeID"])
             await self._engine.call(f"removing '{name}'", _remove, service_id)
             # Swarm stops the task after the service is gone: wait for it, so that a
-            # removed replica is stopped when /rm answers, as the contract says.
-            await self._wait_gone(name, [t["ID"] for t in tasks])
+            # removed replica is stopped when /rm answers, as the contract says. Not for
+            # a dead one (`force`): its node may be down, and the wait would hold up its
+            # replacement.
+            if not force:
+                await self._wait_gone(name, [t["ID"] for t in tasks])
         except RuntimeFailure as exc:
             # Never raise here: the replica is out of the ring already, and a failing stop
             # would stall the supervisor. A leftover is found by its labels on adoption.
@@ -353,6 +363,15 @@ def _tasks(api: docker.APIClient, service_ids: list[str]) -> list[dict[str, Any]
         return api.tasks(filters={"service": service_ids})
     except NotFound:  # a service removed meanwhile
         return []
+
+
+def _ready_nodes(api: docker.APIClient) -> list[str]:
+    """Returns the ids of the nodes that can take tasks now."""
+    return [
+        n["ID"]
+        for n in api.nodes()
+        if n["Status"]["State"] == "ready" and n["Spec"].get("Availability") == "active"
+    ]
 
 
 def _task_states(api: docker.APIClient, task_ids: list[str]) -> list[str]:
