@@ -143,6 +143,17 @@ class SwarmStack:
         """Returns the id of the running container of replica `name` ("" when none)."""
         return self.docker("ps", "-q", "--filter", f"label=ringlb.name={name}")
 
+    def balancer_log(self, *words: str) -> str:
+        """Returns the balancer's log lines that contain one of `words` (to print)."""
+        done = subprocess.run(
+            ["docker", "-H", self.engine.url, "service", "logs", "--raw", "ringlb_lb"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = (done.stdout + done.stderr).splitlines()
+        return "\n".join(line for line in lines if any(word in line for word in words))
+
     def balancer_container(self) -> str:
         return self.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=ringlb_lb")
 

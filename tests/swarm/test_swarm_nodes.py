@@ -101,6 +101,7 @@ def test_replicas_spread_and_a_stopped_node_is_replaced_elsewhere(cluster) -> No
             f"swarm nodes: engine of {victim.netns.address} stopped ({len(lost)} replicas): "
             f"replaced in {repair:.2f} s, {load.sent} requests, {len(load.failures)} failed"
         )
+        print(stack.balancer_log("down", "died", "ejected", "replaced", "avoid", "failed"))
         assert load.failures == []
         assert sorted(stack.services()) == sorted(names)
     finally:
