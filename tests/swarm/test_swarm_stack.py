@@ -107,6 +107,7 @@ def test_docker_kill_is_repaired_under_a_new_name_without_client_errors(
     failures, sent = load.failures, load.sent
     print(f"swarm: repair after docker kill: {repair:.2f} s, {sent} requests", end="")
     print(f", {len(failures)} failed")
+    print(stack.balancer_log("down", "died", "replaced", "avoid"))
     assert failures == []
     assert sorted(stack.services()) == sorted(names)
 
