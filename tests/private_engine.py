@@ -58,6 +58,10 @@ class Lan:
             ip(f"ip link set {interface} netns {netns}")
         ip(f"ip {where}addr add {address}/24 dev {interface}", f"ip {where}link set {interface} up")
 
+    def cut(self, interface: str) -> None:
+        """Cuts `interface` off the segment (its bridge port down): no packet either way."""
+        ip(f"ip -n {self.name} link set {interface}p down")
+
     def destroy(self) -> None:
         for command in (f"ip link del {self.host_if}", f"ip netns del {self.name}"):
             subprocess.run(command.split(), capture_output=True, timeout=30, check=False)

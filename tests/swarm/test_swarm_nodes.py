@@ -1,7 +1,8 @@
 """Several nodes (opt-in: RINGLB_SWARM_NODES=1, root): three private engines, each in a
 network namespace of its own on one bridge (tests/private_engine.py's Lan), joined into
-one swarm; six replicas spread over the three nodes; one worker node's engine stopped;
-its replicas replaced on the others with no failed idempotent request.
+one swarm; six replicas spread over the three nodes; one worker node's engine stopped, or
+the node cut off the network; its replicas replaced on the others with no failed
+idempotent request.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def docker(engine: PrivateEngine, *args: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster() -> Iterator[list[PrivateEngine]]:
     """Three engines in one swarm: the first a manager, the others workers."""
     for engines in private_engines(3):
@@ -73,7 +74,17 @@ def placement(stack: SwarmStack, manager: PrivateEngine) -> dict[str, str]:
     return placed
 
 
-def test_replicas_spread_and_a_stopped_node_is_replaced_elsewhere(cluster) -> None:
+def stop_engine(engine: PrivateEngine) -> None:
+    engine.stop()
+
+
+def cut_off(engine: PrivateEngine) -> None:
+    assert engine.netns is not None and engine.netns.lan is not None
+    engine.netns.lan.cut(engine.netns.inner_if)
+
+
+@pytest.mark.parametrize("fault", [stop_engine, cut_off], ids=["engine-stopped", "cut-off"])
+def test_replicas_spread_and_a_lost_node_is_replaced_elsewhere(cluster, fault) -> None:
     manager, *workers = cluster
     stack = SwarmStack.on(manager)
     stack.swarm("up")
@@ -89,7 +100,7 @@ def test_replicas_spread_and_a_stopped_node_is_replaced_elsewhere(cluster) -> No
         lost = {n for n, node in by_replica.items() if node == victim.netns.address}
         with RequestLoop(stack) as load:
             stopped = time.monotonic()
-            victim.stop()
+            fault(victim)
 
             def replaced() -> list[str] | None:
                 names = stack.replicas()
@@ -98,7 +109,7 @@ def test_replicas_spread_and_a_stopped_node_is_replaced_elsewhere(cluster) -> No
             names = wait_until(replaced, 90, interval=0.05)
             repair = time.monotonic() - stopped
         print(
-            f"swarm nodes: engine of {victim.netns.address} stopped ({len(lost)} replicas): "
+            f"swarm nodes: {fault.__name__} {victim.netns.address} ({len(lost)} replicas): "
             f"replaced in {repair:.2f} s, {load.sent} requests, {len(load.failures)} failed"
         )
         print(stack.balancer_log("down", "died", "ejected", "replaced", "avoid", "failed"))
