@@ -98,6 +98,8 @@ class SwarmStack:
             "RINGLB_SWARM_ADVERTISE_ADDR": netns.address,
             "RINGLB_SWARM_PROBE_HOST": netns.address,
             "RINGLB_HOST_PORT": str(PORT),
+            # A setting deploy/stack.yml does not name: it must reach the balancer.
+            "RINGLB_POLICY": "assignment",
         }
         return cls(engine, netns.address, env)
 

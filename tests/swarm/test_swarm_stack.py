@@ -1,6 +1,7 @@
 """The Swarm deployment on a one-node swarm of a private engine (see conftest.py):
 `scripts/swarm.py up` (what `make swarm-up` runs after the build) makes the swarm and
-deploys deploy/stack.yml; replicas are services; the contract holds through the published
+deploys deploy/stack.yml; a RINGLB_* setting set for it reaches the balancer; replicas are
+services; the contract holds through the published
 port; `docker kill` of a replica's container is repaired under a new name with no failed
 request; /rm removes services before it answers (also one whose name Swarm refuses); a
 restarted balancer adopts the services; `swarm.py down` leaves nothing, not even the swarm.
@@ -38,6 +39,7 @@ def stack(swarm_engine: PrivateEngine) -> Iterator[SwarmStack]:
 def test_up_makes_a_swarm_and_runs_each_replica_as_a_service(stack: SwarmStack) -> None:
     assert stack.docker("info", "--format", "{{.Swarm.LocalNodeState}}") == "active"
     assert stack.replicas() == ["server_1", "server_2", "server_3"]
+    assert stack.call("GET", "/policy").json()["message"]["name"] == "assignment"
     services = stack.services()
     assert sorted(services) == ["server_1", "server_2", "server_3"]
     for name, service in services.items():
