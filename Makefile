@@ -117,9 +117,10 @@ faults: $(VENV)/.installed-dev
 	    tests/faults $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python scripts/faults_table.py $(FAULTS_REPORT) docs/reliability.md; exit $$status
 
-## bench: ringlb vs HAProxy vs nginx vs a replica direct, then 10,000 held connections
-## (installs haproxy, nginx and wrk from Debian packages when missing; ~4 minutes)
-bench: $(VENV)/.installed-run
+## bench: ringlb vs HAProxy vs nginx vs a replica direct, HTTPS and WebSocket rows, then
+## 10,000 held connections (installs haproxy, nginx and wrk from Debian packages when
+## missing; ~7 minutes; the WebSocket client is the dev extra's `websockets`)
+bench: $(VENV)/.installed-dev
 	bash bench/install.sh
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

@@ -6,8 +6,10 @@ ringlb starts its three replica processes; HAProxy, nginx and `py-floor`
 against one replica. Targets alternate within each
 round so a slow drift of the machine hits every target alike. For each run we read the
 balancer's CPU time (utime + stime in /proc/<pid>/stat, balancer processes only) before
-and after, and its peak RSS (VmHWM). Then the connection-scale run holds 10,000 keep-alive
-connections open on each balancer. Prints a table and writes bench/results/*.json.
+and after, and its peak RSS (VmHWM). Then the HTTPS rows (ringlb's TLS listener against
+HAProxy's TLS termination) and the WebSocket rows (bench/tls_ws.py), then the
+connection-scale run holds 10,000 keep-alive connections open on each balancer. Prints the
+tables and writes bench/results/*.json.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import procstat
 import targets
+import tls_ws
 from wrk import WrkSettings, run_wrk
 
 HERE = Path(__file__).resolve().parent
@@ -141,6 +144,11 @@ def main() -> int:
     parser.add_argument("--hold", type=int, default=10_000, help="connection-scale run (0: skip)")
     parser.add_argument("--only", default="", help="comma-separated subset of targets")
     parser.add_argument(
+        "--https-rounds", type=int, default=None, help="HTTPS rounds (default: --rounds; 0: skip)"
+    )
+    parser.add_argument("--ws-seconds", type=int, default=10, help="WebSocket echo (0: skip)")
+    parser.add_argument("--ws-tunnels", type=int, default=1000, help="WebSocket tunnels held")
+    parser.add_argument(
         "--report",
         metavar="JSON",
         help="print the table of a saved run (bench/results/*.json) and exit",
@@ -165,10 +173,17 @@ def main() -> int:
     print(f"bench: load average at start {load_at_start}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="ringlb-bench-"))
     running: list[targets.Target] = []
+    https_rounds = args.rounds if args.https_rounds is None else args.https_rounds
+    https: dict[str, dict] = {}
+    websocket: dict[str, dict] = {}
     try:
-        ringlb = targets.Ringlb(workdir, args.policy)
+        cert, key, combined = tls_ws.certificate(workdir)
+        tls_port = targets.free_port()
+        tls_args = ["--tls-port", str(tls_port), "--tls-cert", str(cert), "--tls-key", str(key)]
+        ringlb = targets.Ringlb(workdir, args.policy, tls_args)
         running.append(ringlb)
-        running.append(targets.Haproxy(workdir, ringlb.replicas))
+        haproxy = targets.Haproxy(workdir, ringlb.replicas)
+        running.append(haproxy)
         running.append(targets.Nginx(workdir, ringlb.replicas))
         running.append(targets.PythonFloor(workdir, ringlb.replicas))
         running.append(targets.Direct(ringlb.replicas[0]))
@@ -197,6 +212,17 @@ def main() -> int:
         summary = {name: summarize(r) for name, r in runs.items()}
         compare(runs, summary)
 
+        if https_rounds:
+            haproxy_tls = targets.Haproxy(workdir, ringlb.replicas, tls_pem=combined)
+            running.append(haproxy_tls)
+            pair = [tls_ws.RinglbTls(ringlb, tls_port), haproxy_tls]
+            https = tls_ws.compare_https(pair, settings, https_rounds, ringlb.replicas, measure)
+        if args.ws_seconds:
+            for target, tunnels in ((ringlb, args.ws_tunnels), (haproxy, 0)):
+                print(f"bench: WebSocket echo through {target.name}", flush=True)
+                websocket[target.name] = tls_ws.websocket(target, args.ws_seconds, tunnels)
+                print(f"bench: {json.dumps(websocket[target.name])}", flush=True)
+
         scale: dict[str, dict] = {}
         if args.hold:
             for target in chosen:
@@ -219,6 +245,8 @@ def main() -> int:
         "balancing": "ringlb --policy as given; HAProxy `balance roundrobin`; nginx round-robin",
         "summary": summary,
         "runs": runs,
+        "https": https,
+        "websocket": websocket,
         "connection_scale": scale,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -227,6 +255,9 @@ def main() -> int:
         path.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(table(summary, scale))
+    if https or websocket:
+        print()
+        print(tls_ws.table(https, websocket))
     print(f"\nbench: wrote {RESULTS / f'bench-{stamp}.json'}")
     return 0
 

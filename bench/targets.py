@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,9 +33,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get_status(port: int, path: str, timeout: float = 2.0) -> int | None:
-    """Returns the status of GET `path` on a new connection, or None when nothing answers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get_status(port: int, path: str, timeout: float = 2.0, tls: bool = False) -> int | None:
+    """Returns the status of GET `path` on a new connection (over TLS, unverified, with
+    `tls`), or None when nothing answers."""
+    if tls:
+        context = ssl._create_unverified_context()
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path)
         return conn.getresponse().status
@@ -44,9 +50,11 @@ def get_status(port: int, path: str, timeout: float = 2.0) -> int | None:
         conn.close()
 
 
-def wait_for(port: int, path: str, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+def wait_for(
+    port: int, path: str, proc: subprocess.Popen, what: str, timeout: float = 30, tls: bool = False
+) -> None:
     deadline = time.monotonic() + timeout
-    while get_status(port, path) != 200:
+    while get_status(port, path, tls=tls) != 200:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}: {_log_tail(proc)}")
         if time.monotonic() > deadline:
@@ -100,10 +108,10 @@ class _Process(Target):
         self.proc.log_path = log_path
         return self.proc
 
-    def _ready(self, path: str, what: str) -> None:
+    def _ready(self, path: str, what: str, tls: bool = False) -> None:
         """Waits until GET `path` answers 200; stops the process if it never does."""
         try:
-            wait_for(self.port, path, self.proc, what)
+            wait_for(self.port, path, self.proc, what, tls=tls)
         except BaseException:
             self.stop()
             raise
@@ -192,11 +200,11 @@ defaults
     http-reuse always
 {defaults_extra}
 frontend bench
-    bind 127.0.0.1:{port} backlog 4096
+    bind 127.0.0.1:{port} backlog 4096{bind_extra}
     # The fields ringlb adds to every request (Host is kept as sent): the replicas read
     # the same request behind every balancer.
     option forwardfor
-    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Proto {proto}
     http-request add-header Via "1.1 haproxy"
     default_backend replicas
 
@@ -214,6 +222,8 @@ class Haproxy(_Process):
     """HAProxy with HAPROXY_CONFIG; `global_extra` and `defaults_extra` are lines added to
     those sections (the attack harness adds a header timeout and a stats socket), and
     `server_maxconn` caps the connections to each replica (None: HAProxy's default, no cap).
+    With `tls_pem` (certificate and key in one PEM file) it terminates TLS instead, like
+    ringlb's HTTPS listener: TLS 1.2 and up, ALPN http/1.1.
     """
 
     name = "haproxy"
@@ -225,8 +235,14 @@ class Haproxy(_Process):
         global_extra: Sequence[str] = (),
         defaults_extra: Sequence[str] = (),
         server_maxconn: int | None = UPSTREAM_CAP,
+        tls_pem: Path | None = None,
     ) -> None:
         self.port = free_port()
+        if tls_pem is not None:
+            self.name = "haproxy-https"
+            bind_extra = f" ssl crt {tls_pem} alpn http/1.1 ssl-min-ver TLSv1.2"
+        else:
+            bind_extra = ""
         cap = f" maxconn {server_maxconn}" if server_maxconn else ""
         servers = "\n".join(
             f"    server {r.name} 127.0.0.1:{r.port} check inter 1s{cap}" for r in replicas
@@ -238,17 +254,19 @@ class Haproxy(_Process):
             )
         else:
             cap_comment = "    # No cap on the connections per replica (HAProxy's default)."
-        config = workdir / "haproxy.cfg"
+        config = workdir / f"{self.name}.cfg"
         text = HAPROXY_CONFIG.format(
             port=self.port,
+            bind_extra=bind_extra,
+            proto="http" if tls_pem is None else "https",
             servers=servers,
             cap_comment=cap_comment,
             global_extra="".join(f"    {line}\n" for line in global_extra),
             defaults_extra="".join(f"    {line}\n" for line in defaults_extra),
         )
         config.write_text(text)
-        self._spawn([_binary("haproxy"), "-db", "-f", str(config)], workdir / "haproxy.log")
-        self._ready("/home", "haproxy")
+        self._spawn([_binary("haproxy"), "-db", "-f", str(config)], workdir / f"{self.name}.log")
+        self._ready("/home", self.name, tls=tls_pem is not None)
 
     def pids(self) -> list[int]:
         return [self.proc.pid]

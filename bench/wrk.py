@@ -15,6 +15,8 @@ class WrkSettings:
     threads: int = 2
     seconds: int = 10
     path: str = "/home"
+    scheme: str = "http"  # https: the TLS listener
+    new_connections: bool = False  # Connection: close on every request (a handshake each)
 
 
 @dataclass
@@ -32,7 +34,10 @@ def run_wrk(port: int, settings: WrkSettings, seconds: int | None = None) -> Wrk
     """Runs `wrk --latency` for `seconds` (default: the settings') and parses its report."""
     duration = seconds or settings.seconds
     args = ["wrk", "--latency", f"-t{settings.threads}", f"-c{settings.connections}"]
-    args += [f"-d{duration}s", "--timeout", "5s", f"http://127.0.0.1:{port}{settings.path}"]
+    if settings.new_connections:
+        args += ["-H", "Connection: close"]
+    url = f"{settings.scheme}://127.0.0.1:{port}{settings.path}"
+    args += [f"-d{duration}s", "--timeout", "5s", url]
     out = subprocess.run(args, capture_output=True, text=True, timeout=duration + 30, check=True)
     return parse(out.stdout)
 

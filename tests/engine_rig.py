@@ -53,6 +53,7 @@ LIMITS = ClientLimits(
     max_header_bytes=65536,
     max_headers=100,
     max_body=1 << 30,
+    tunnel_idle_timeout=300.0,
 )
 UPSTREAM_TIMEOUT = 5.0
 

@@ -3,10 +3,11 @@ stops them in reverse.
 
 Start-up order: the runtime adopts what it already runs, the watch on replica deaths and
 the deadline sweep start, the initial replicas start, then heartbeats, the supervisor (and
-the autoscaler), and last the listeners. Each step registers its undo as it succeeds, so
-a failed start-up undoes exactly what was done, and `stop` undoes everything in reverse:
-the listeners drain (in-flight requests finish, up to `drain_timeout`), the background
-tasks stop, pools close, and the replicas stop.
+the autoscaler), and last the listeners (HTTPS, plain, admin). Each step registers its
+undo as it succeeds, so a failed start-up undoes exactly what was done, and `stop` undoes
+everything in reverse: the listeners drain (in-flight requests finish, up to
+`drain_timeout`), the background tasks stop, pools close, and the replicas stop. SIGHUP,
+or a change of their files, reloads the HTTPS listener's certificates.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from ringlb.dataplane.forward import Forwarder
 from ringlb.dataplane.keys import RandomKeys, make_key_source
 from ringlb.dataplane.listener import Listener
 from ringlb.dataplane.pool import UpstreamPools
+from ringlb.dataplane.redirect import HttpsRedirect
+from ringlb.dataplane.tls import CertificateError, Certificates, client_context
 from ringlb.lifecycle import BackgroundTasks, Teardown
 from ringlb.policies import capacity_error, make_policy
 from ringlb.runtimes import Runtime
@@ -42,6 +45,7 @@ log = logging.getLogger("ringlb")
 # Descriptors kept for replica connections, probes, logs and the listeners themselves.
 RESERVED_DESCRIPTORS = 512
 DEADLINE_TICK = 0.25  # resolution of client deadlines and of the upstream timeout (s)
+CERTIFICATE_WATCH = 2.0  # seconds between looks at the HTTPS certificate files
 
 
 def connection_cap(configured: int) -> int:
@@ -107,7 +111,12 @@ class Balancer:
         rng = random.Random(settings.seed)
         clock = SystemClock()
         self.runtime = runtime or make_runtime(settings)
-        self.prober = HeartbeatProber(settings.heartbeat_timeout)
+        upstream_tls = (
+            client_context(settings.upstream_tls_ca, settings.upstream_tls_verify)
+            if settings.upstream_tls
+            else None
+        )
+        self.prober = HeartbeatProber(settings.heartbeat_timeout, upstream_tls)
         policy = make_policy(settings.policy, **settings.policy_options)
         too_small = capacity_error(policy, settings.max_replicas)
         if too_small is not None:
@@ -134,11 +143,20 @@ class Balancer:
         self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
 
         # The data plane.
+        self.certificates: Certificates | None = None
+        if settings.tls_port is not None:
+            try:
+                self.certificates = Certificates(
+                    settings.tls_cert, settings.tls_key, settings.tls_min_version
+                )
+            except CertificateError as exc:
+                raise SettingsError(f"invalid {exc}") from None
         self.pools = UpstreamPools(
             settings.upstream_pool_size,
             settings.upstream_connect_timeout,
             settings.queue_size,
             settings.queue_timeout,
+            upstream_tls,
         )
         self.replicaset.on_forget.append(self.pools.forget)
         access_log = (
@@ -174,6 +192,7 @@ class Balancer:
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
                 max_body=settings.max_body,
+                tunnel_idle_timeout=settings.tunnel_idle_timeout,
             ),
             self.sweep,
             clients,
@@ -224,11 +243,23 @@ class Balancer:
         self._teardown = Teardown()
         self.server: asyncio.Server | None = None
         self.admin_server: asyncio.Server | None = None
+        self.tls_server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
+
+    @property
+    def tls_port(self) -> int:
+        assert self.tls_server is not None
+        return self.tls_server.sockets[0].getsockname()[1]
+
+    def reload_certificates(self) -> None:
+        """Reads the HTTPS listener's certificate files again (SIGHUP): new handshakes get
+        them, open connections keep theirs; on an error the old ones stay."""
+        if self.certificates is not None:
+            self.certificates.reload()
 
     async def start(self) -> None:
         """Adopts or starts the initial replicas, then listens. Raises if that fails,
@@ -262,10 +293,21 @@ class Balancer:
         tasks.spawn("supervisor", self.supervisor.run(), vital=True)
         if self.autoscaler is not None:
             tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
+        if self.certificates is not None:
+            tasks.spawn("certificate-watch", self._watch_certificates(), vital=False)
         split = settings.admin_port is not None
         undo.defer("listeners", lambda: self.listener.drain(settings.drain_timeout))
+        if self.certificates is not None:
+            self.tls_server = await self.listener.listen(
+                settings.host,
+                settings.tls_port or 0,
+                PROXY_ONLY if split else BOTH,
+                tls=self.certificates.context,
+            )
+            log.info("HTTPS listener on https://%s:%d", settings.host, self.tls_port)
+        redirect = HttpsRedirect(self.tls_port) if settings.tls_redirect else None
         self.server = await self.listener.listen(
-            settings.host, settings.port, PROXY_ONLY if split else BOTH
+            settings.host, settings.port, PROXY_ONLY if split else BOTH, forwarder=redirect
         )
         if split:
             assert settings.admin_port is not None
@@ -283,6 +325,13 @@ class Balancer:
             ",".join(rs.snapshot.names()),
             "token required" if settings.admin_token else "open",
         )
+
+    async def _watch_certificates(self) -> None:
+        """Reloads the HTTPS certificates when their files change (as SIGHUP does)."""
+        assert self.certificates is not None
+        while True:
+            await asyncio.sleep(CERTIFICATE_WATCH)
+            self.certificates.reload_if_changed()
 
     async def _forward_runtime_deaths(self) -> None:
         async for name in self.runtime.deaths():
@@ -307,6 +356,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     balancer = Balancer(settings)
+    loop.add_signal_handler(signal.SIGHUP, balancer.reload_certificates)
     await balancer.start()  # on failure it has undone itself, and raises
     return await run_until(balancer, stop)
 

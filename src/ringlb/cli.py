@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     replica.add_argument("--id", required=True, help="SERVER_ID, the replica's hostname")
     replica.add_argument("--host", default="0.0.0.0", help="listen address")
     replica.add_argument("--port", type=int, default=5000, help="listen port")
+    replica.add_argument("--tls-cert", default=None, help="serve HTTPS with this PEM chain")
+    replica.add_argument("--tls-key", default=None, help="... and this PEM key")
 
     analyze = commands.add_parser("analyze", help="run the experiments A-1..A-4 and report")
     add_analyze_arguments(analyze)
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ringlb.replica.server import serve_replica
 
         die_with_parent()
-        serve_replica(args["id"], args["host"], args["port"])
+        serve_replica(args["id"], args["host"], args["port"], args["tls_cert"], args["tls_key"])
         return 0
     if command == "analyze":
         from ringlb.analysis.runner import main as analyze

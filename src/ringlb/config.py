@@ -267,6 +267,48 @@ class Settings(BaseSettings):
         description="Fraction of answered requests written to the access log (0: off).",
     )
 
+    # HTTPS and upgrades (ringlb.dataplane.tls, ringlb.dataplane.tunnel).
+    tls_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also serve HTTPS on this port (0: any free), with tls_cert and tls_key; "
+        "the plain listener on `port` stays.",
+    )
+    tls_cert: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="HTTPS listener: PEM certificate chain file(s), comma-separated (chosen "
+        "by SNI, the first when no name matches), or one directory of NAME.crt + NAME.key.",
+    )
+    tls_key: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="HTTPS listener: PEM private key file(s), paired with tls_cert by "
+        "position (none: the key is in the certificate's file).",
+    )
+    tls_min_version: Literal["1.2", "1.3"] = Field(
+        "1.2", description="HTTPS listener: least TLS version accepted."
+    )
+    tls_redirect: bool = Field(
+        False,
+        description="The plain listener answers proxied requests with a 308 redirect to the "
+        "HTTPS listener (the admin API stays reachable on it).",
+    )
+    tunnel_idle_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds an upgraded connection (WebSocket) may pass no byte either way "
+        "before it is closed.",
+    )
+    upstream_tls: bool = Field(False, description="Speak HTTPS to the replicas.")
+    upstream_tls_ca: Path | None = Field(
+        None,
+        description="upstream_tls: PEM CA bundle the replicas' certificates are checked "
+        "against (default: the system's).",
+    )
+    upstream_tls_verify: bool = Field(
+        True, description="upstream_tls: verify the replicas' certificates and names."
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -304,6 +346,38 @@ class Settings(BaseSettings):
     def _split_constraints(cls, value: object) -> object:
         if isinstance(value, str):
             return [c.strip() for c in value.split(",") if c.strip()]
+        return value
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [Path(p.strip()) for p in value.split(",") if p.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        """The HTTPS listener's files are read now, so a bad one stops start-up naming the
+        option and the file."""
+        from ringlb.dataplane.tls import CertificateError, Certificates
+
+        if self.tls_port is None:
+            if self.tls_redirect:
+                raise ValueError("tls_redirect needs tls_port (the HTTPS listener)")
+            return self
+        if not self.tls_cert:
+            raise ValueError("tls_port needs tls_cert (RINGLB_TLS_CERT, --tls-cert)")
+        try:
+            Certificates(self.tls_cert, self.tls_key, self.tls_min_version)
+        except CertificateError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @field_validator("upstream_tls_ca")
+    @classmethod
+    def _check_ca(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file {str(value)!r}")
         return value
 
     @field_validator("replica_command")

@@ -40,6 +40,7 @@ class Replica:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
     latency_sum: float = 0.0
     errors_in_row: int = 0  # consecutive 5xx answers: passive outlier detection
+    tunnels: int = 0  # open upgraded connections (WebSocket) to this replica
 
     def count_answer(self, status: int, seconds: float) -> None:
         """Counts one answer relayed from this replica, with the replica's latency."""

@@ -333,12 +333,35 @@ def test_oversized_header_block_gets_431(lb: BalancerProcess) -> None:
         client.close()
 
 
-def test_upgrade_is_ignored_and_the_connection_closed(raw: Raw) -> None:
-    """No protocol switch: a plain answer (RFC 9110 lets a server ignore Upgrade), then close."""
+def test_an_upgrade_the_replica_refuses_is_answered_then_the_connection_closed(
+    raw: Raw,
+) -> None:
+    """The Upgrade reaches the replica; it answers 200 instead of 101: that answer is
+    relayed, and the connection closes (the client may already speak the new protocol)."""
     raw.send(get("/echo", "Connection: Upgrade", "Upgrade: websocket"))
     status, headers, body = raw.response()
     assert status == 200 and headers[b"connection"] == b"close"
-    assert "upgrade" not in echoed(body)["h"]
+    forwarded = echoed(body)["h"]
+    assert forwarded["upgrade"] == "websocket" and forwarded["connection"] == "Upgrade"
+    assert raw.closed_by_peer()
+
+
+def test_an_h2c_upgrade_is_ignored_and_the_connection_goes_on(raw: Raw) -> None:
+    """h2c is refused by ignoring it (RFC 9110 7.8): an HTTP/1.1 answer, no Upgrade sent
+    on, and the next request on the connection is answered too."""
+    upgrade = ("Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABk")
+    raw.send(get("/echo?first", *upgrade) + get("/echo?second"))
+    status, headers, body = raw.response()
+    assert status == 200 and b"connection" not in headers
+    assert "upgrade" not in echoed(body)["h"] and "http2-settings" not in echoed(body)["h"]
+    status, _, body = raw.response()
+    assert status == 200 and echoed(body)["target"] == "/echo?second"
+
+
+def test_connect_is_answered_then_the_connection_closed(raw: Raw) -> None:
+    raw.send(b"CONNECT lb.test:443 HTTP/1.1\r\nHost: lb.test:443\r\n\r\n")
+    status, headers, _ = raw.response()
+    assert headers.get(b"connection") == b"close", status
     assert raw.closed_by_peer()
 
 

@@ -80,6 +80,11 @@ class BalancerCollector(Collector):
         inflight = GaugeMetricFamily(
             "ringlb_inflight_requests", "Requests open on each replica.", labels=["replica"]
         )
+        tunnels = GaugeMetricFamily(
+            "ringlb_open_tunnels",
+            "Upgraded connections (WebSocket) open to each replica.",
+            labels=["replica"],
+        )
         state = GaugeMetricFamily(
             "ringlb_replica_state",
             "1 for the state each replica is in (starting, serving, ejected, down, retiring).",
@@ -97,10 +102,12 @@ class BalancerCollector(Collector):
             buckets.append(("+Inf", cumulative + replica.latency_counts[-1]))
             latency.add_metric([name], buckets, replica.latency_sum)
             inflight.add_metric([name], replica.inflight)
+            tunnels.add_metric([name], replica.tunnels)
             state.add_metric([name, member_state.value], 1)
         yield requests
         yield latency
         yield inflight
+        yield tunnels
         yield state
 
         unanswered = CounterMetricFamily(

@@ -58,8 +58,9 @@ class ObservabilityRoutes:
         return LocalAnswer(200, contract.success(self.snapshot()), NO_STORE)
 
     def snapshot(self) -> dict[str, Any]:
-        """Returns what the status page shows: replicas with state, in-flight, answer
-        counters and ring share; the ring (or a sample of the table); recent events."""
+        """Returns what the status page shows: replicas with state, in-flight, open
+        tunnels, answer counters and ring share; the ring (or a sample of the table);
+        recent events."""
         rs, forwarder = self._replicaset, self._forwarder
         layout = self._layouts.current()
         replicas = []
@@ -70,6 +71,7 @@ class ObservabilityRoutes:
                     "name": replica.name,
                     "state": state.value,
                     "inflight": replica.inflight,
+                    "tunnels": replica.tunnels,
                     "answered": sum(answers),
                     "errors": answers[5],
                     "slots": layout.owned.get(replica, 0) if layout is not None else None,

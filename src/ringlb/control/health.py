@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -24,9 +25,11 @@ Probe = Callable[[Replica], Awaitable[bool]]
 class HeartbeatProber:
     """Answers one question: does a replica's `/heartbeat` return 200 within the timeout?"""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, tls: ssl.SSLContext | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._tls = tls  # replicas that speak HTTPS (upstream_tls)
+        self._scheme = "http" if tls is None else "https"
 
     async def probe(self, replica: Replica) -> bool:
         if self._session is None:
@@ -34,9 +37,9 @@ class HeartbeatProber:
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
                 timeout=self._timeout,
             )
-        url = f"http://{replica.host}:{replica.port}/heartbeat"
+        url = f"{self._scheme}://{replica.host}:{replica.port}/heartbeat"
         try:
-            async with self._session.get(url) as response:
+            async with self._session.get(url, ssl=self._tls or True) as response:
                 await response.read()
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):

@@ -319,7 +319,10 @@ class ReplicaSet:
         self._publish()
         clock = self._clock
         deadline = clock.now() + self._drain_timeout
-        while any(m.replica.inflight for m in members) and clock.now() < deadline:
+        # Tunnels (WebSocket) get the same grace, then close with the replica's pool.
+        while any(m.replica.inflight or m.replica.tunnels for m in members) and (
+            clock.now() < deadline
+        ):
             await clock.sleep(DRAIN_POLL)
         await self._forget(members)
         for member in members:

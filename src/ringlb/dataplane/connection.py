@@ -11,6 +11,13 @@ the accept until a request head is in (`header_timeout`, then 408), between two 
 body (`body_timeout`, 408), while the client does not take the bytes of its answer
 (`send_timeout`: cut off), and while idle between requests (`idle_timeout`: closed). Only
 waiting for a replica has none here: that is the upstream timeout's.
+
+A request to upgrade (WebSocket) is forwarded like any other, and nothing more is read
+from the client until the replica answers: a `101` turns the connection into a tunnel
+(`ringlb.dataplane.tunnel`, whose idle timeout is this connection's last deadline), any
+other answer is relayed and the connection closes (what the client sends next is in the
+protocol it asked for). An `h2c` upgrade is refused by ignoring it (RFC 9110 7.8): the
+request is answered in HTTP/1.1 and the connection goes on as before.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ringlb.dataplane import http11
 from ringlb.dataplane.body_stream import BodyStream
 from ringlb.dataplane.deadlines import DeadlineSweep
 from ringlb.dataplane.forward import Forwarder, Forwarding
+from ringlb.dataplane.http11 import IGNORED_UPGRADE, TUNNEL_UPGRADE
 from ringlb.dataplane.plain import plain_request
 from ringlb.dataplane.request import HeadParse, Request
 from ringlb.dataplane.routing import LocalEndpoints
@@ -43,7 +51,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 WRITE_HIGH_WATER = 16 * 1024
 
 # Deadline kinds (see the module's docstring).
-HEADERS, BODY, IDLE, SEND = 1, 2, 3, 4
+HEADERS, BODY, IDLE, SEND, TUNNEL = 1, 2, 3, 4, 5
 
 # What a listener serves: local endpoints and proxying (the contract's single port), or
 # only one of them (with `admin_port` set, the admin API gets a listener of its own).
@@ -61,6 +69,7 @@ class ClientLimits:
     max_header_bytes: int
     max_headers: int
     max_body: int  # proxied request bodies (local endpoints take contract.MAX_ADMIN_BODY)
+    tunnel_idle_timeout: float  # an upgraded connection with no byte either way
 
 
 class Host(Protocol):
@@ -91,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "deadline",
         "deadline_kind",
         "draining",
+        "early",
         "forwarded",
         "forwarder",
         "forwarding",
@@ -110,13 +120,16 @@ class ClientConnection(asyncio.Protocol):
         "refused",
         "sweep",
         "transport",
+        "upgrade",
         "worker",
         "write_paused",
     )
 
-    def __init__(self, listener: Host, role: str, proto: bytes) -> None:
+    def __init__(
+        self, listener: Host, role: str, proto: bytes, forwarder: Forwarder | None = None
+    ) -> None:
         self.listener = listener
-        self.forwarder = listener.forwarder
+        self.forwarder = forwarder or listener.forwarder
         self.sweep = listener.sweep
         self.limits = listener.limits
         self.local_paths = frozenset() if role == PROXY_ONLY else listener.endpoints.paths
@@ -143,6 +156,9 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.paused_upstream: UpstreamConnection | None = None
         self.paused_for: Forwarding | None = None
+        # The last request head asked to upgrade: 1 into a tunnel, 2 into h2c (ignored).
+        self.upgrade = 0
+        self.early = b""  # bytes the client sent after its upgrade request (for the tunnel)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -182,18 +198,33 @@ class ClientConnection(asyncio.Protocol):
                     return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket, h2c) are not supported: the request was answered as a
-            # plain one (Upgrade is hop-by-hop, so the replica never saw it); whatever the
-            # client sends next is another protocol, so close after that answer.
+        except httptools.HttpParserUpgrade as upgrade:
+            self._after_upgrade_request(data[upgrade.args[0] :])
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"Malformed request: {exc}")
+
+    def _after_upgrade_request(self, rest: bytes) -> None:
+        """The parser stopped after a request to switch protocols; `rest` is what came
+        after it."""
+        kind, self.upgrade = self.upgrade, 0
+        if kind == TUNNEL_UPGRADE:
+            # Held until the replica says yes (then they go first through the tunnel) or
+            # no (then the connection closes after its answer).
+            self.early += rest
+            self._pause_reading("upgrade")
+        elif kind == IGNORED_UPGRADE:
+            self.parser = httptools.HttpRequestParser(self)  # it stopped: a fresh one
+            if rest:
+                self.data_received(rest)
+        else:
+            # CONNECT, or an Upgrade we do not forward: answered as a plain request;
+            # whatever the client sends next is another protocol, so close after that.
             self.closing = True
             last = self.queue[-1] if self.queue else None
             if isinstance(last, Request):
                 last.keep_alive = False
             elif not self.busy:
                 self.close()
-        except httptools.HttpParserError as exc:
-            self._refuse(400, f"Malformed request: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -245,6 +276,8 @@ class ClientConnection(asyncio.Protocol):
                 limits.send_timeout,
             )
             self.abort()
+        elif kind == TUNNEL:
+            self.abort()  # its tunnel ends with the transport
 
     # -- httptools callbacks -------------------------------------------------------------
 
@@ -287,9 +320,15 @@ class ClientConnection(asyncio.Protocol):
             return
         has_body = bool(length or parse.chunked)
         streamed = has_body and not local and (parse.chunked or (length or 0) > STREAM_THRESHOLD)
-        # An upgrade is answered as a plain request, then the connection ends (see
-        # data_received): say so in the answer.
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        keep_alive = parser.should_keep_alive()
+        upgrade = None
+        if parser.should_upgrade():
+            # Refused upgrades and CONNECT end the connection after their answer (see
+            # _after_upgrade_request): say so in the answer.
+            self.upgrade = http11.upgrade_kind(method, parse.upgrade, local)
+            if self.upgrade == TUNNEL_UPGRADE:
+                upgrade = parse.upgrade
+            keep_alive = keep_alive and self.upgrade == IGNORED_UPGRADE
         request = parse.request(
             method,
             parser.get_http_version() == "1.1",
@@ -298,6 +337,7 @@ class ClientConnection(asyncio.Protocol):
             self.peer,
             self.local,
             self.proto,
+            upgrade,
         )
         if not has_body:
             self.current = None
@@ -493,7 +533,11 @@ class ClientConnection(asyncio.Protocol):
             self._restore_deadline()
 
     def drain(self) -> None:
-        """The balancer stops: no new requests; close once the answers under way are out."""
+        """The balancer stops: no new requests; close once the answers under way are out
+        (a tunnel has no end in sight: it closes now)."""
+        if self.deadline_kind == TUNNEL:
+            self.close()
+            return
         self.draining = True
         self._pause_reading("draining")
         for item in self.queue:
@@ -501,6 +545,26 @@ class ClientConnection(asyncio.Protocol):
                 item.keep_alive = False
         if not self.busy and not self.queue:
             self.close()
+
+    # -- after a 101: the tunnel (ringlb.dataplane.tunnel) ------------------------------
+
+    def switch(self, answer: bytes) -> tuple[asyncio.Transport, bytes] | None:
+        """The replica accepted the upgrade: writes its `answer` (the 101) and returns the
+        transport and the bytes the client sent after its request, for the tunnel that
+        takes the connection over; None when the client is gone."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.closing:
+            return None
+        self.forwarding = None
+        transport.write(answer)
+        early, self.early = self.early, b""
+        self.pause_reasons.clear()  # the tunnel reads from now on
+        self.deadline_kind = TUNNEL
+        self.tunnel_active()
+        return transport, early
+
+    def tunnel_active(self) -> None:
+        self.deadline = self.sweep.now + self.limits.tunnel_idle_timeout
 
     def close(self) -> None:
         """Closes after what was written is sent."""

@@ -7,8 +7,9 @@ hand (the common case: an early return, no task); otherwise it becomes a corouti
 must be awaited (a new connection, a free slot, a body streaming after the head). Either
 way the upstream connection reports the end of the attempt to the same two methods,
 `answered` and `failed`, and `ringlb.dataplane.retry.decide` alone says what a failure
-leads to. The engine never blocks, sleeps, locks or calls a runtime; it reaches the control
-plane only through `Routing`.
+leads to. An upgrade request (WebSocket) is one more way an attempt ends: the replica's
+101 makes `switched` join the two connections into a `Tunnel`. The engine never blocks,
+sleeps, locks or calls a runtime; it reaches the control plane only through `Routing`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from ringlb.dataplane.body_stream import BodyAborted
 from ringlb.dataplane.keys import KeySource
 from ringlb.dataplane.pool import Overloaded, UpstreamPools
 from ringlb.dataplane.relay import ResponseRelay
-from ringlb.dataplane.request import Request
+from ringlb.dataplane.request import Request, UpgradeRequest
 from ringlb.dataplane.retry import IDEMPOTENT, Stage, Verdict, blames_replica, decide
 from ringlb.dataplane.routing import Routing
+from ringlb.dataplane.tunnel import Tunnel
 from ringlb.dataplane.upstream import UpstreamConnection, UpstreamFailure
 from ringlb.model import Replica
 
@@ -49,6 +51,11 @@ class Client(Protocol):
 
     def abort(self) -> None:
         """Part of the answer reached the client and the rest cannot come: end it now."""
+        ...
+
+    def switch(self, answer: bytes) -> tuple[asyncio.Transport, bytes] | None:
+        """Writes a 101 `answer`; returns the transport for a tunnel and the bytes the
+        client sent past its request (None: the client is gone)."""
         ...
 
 
@@ -226,6 +233,45 @@ class Forwarding:
             return
         # Unread body left on the client connection: it cannot carry another request.
         self._finish(relay.keep_alive and (stream is None or stream.complete))
+
+    def switched(self, conn: UpstreamConnection, header_lines: bytes, rest: bytes) -> None:
+        """The replica switched protocols: the request ends, and its connection and the
+        client's become a tunnel (or close, when the client left or never asked)."""
+        request = self.request
+        if not isinstance(request, UpgradeRequest):
+            self.failed(conn, UpstreamFailure("bad response: 101 unasked", Stage.ANSWER))
+            return
+        replica: Replica = self.replica  # type: ignore[assignment]
+        self.replica = self.conn = None
+        replica.inflight -= 1
+        replica.count_answer(101, conn.last_read - conn.sent_at)
+        if replica.errors_in_row:
+            replica.errors_in_row = 0
+        self.forwarder.inflight -= 1
+        client, self.client = self.client, None
+        switched = (
+            client.switch(http11.switching_protocols(header_lines, request.upgrade))
+            if client is not None
+            else None
+        )
+        upstream = conn.transport
+        if switched is None or upstream is None or upstream.is_closing():
+            conn.close()
+            if client is not None:
+                client.abort()
+            return
+        client_transport, early = switched
+        pool = conn.pool
+        pool.detach(conn)  # its connection_lost will not come: the tunnel's will
+        Tunnel(
+            client,  # type: ignore[arg-type]
+            client_transport,
+            upstream,
+            replica,
+            pool,
+            to_client=rest,
+            to_replica=early,
+        )
 
     def failed(self, conn: UpstreamConnection | None, failure: UpstreamFailure) -> None:
         """The attempt failed; `conn` (None when none was had) cannot be used again."""

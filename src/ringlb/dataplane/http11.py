@@ -58,6 +58,34 @@ def forwarding_fields(forwarded_for: bytes, via: bytes, proto: bytes) -> bytes:
     )
 
 
+# What a request asking to switch protocols becomes (`upgrade_kind`).
+REFUSED_UPGRADE, TUNNEL_UPGRADE, IGNORED_UPGRADE = 0, 1, 2
+
+
+def upgrade_kind(method: str, upgrade: bytes | None, local: bool) -> int:
+    """Returns what a request the parser flagged as an upgrade becomes: a tunnel to the
+    replica (WebSocket and other protocols, on a GET), an ignored upgrade (h2c: the data
+    plane speaks HTTP/1.1 to replicas, so the request is answered in HTTP/1.1 as RFC 9110
+    7.8 allows), or refused (CONNECT, the balancer's own paths: the connection closes
+    after the answer)."""
+    if local or method != "GET" or not upgrade:
+        return REFUSED_UPGRADE
+    protocols = {p.strip().split(b"/")[0].lower() for p in upgrade.split(b",")} - {b""}
+    if protocols <= {b"h2c"}:
+        return IGNORED_UPGRADE
+    return TUNNEL_UPGRADE
+
+
+def switching_protocols(header_lines: bytes, upgrade: bytes) -> bytes:
+    """Returns the head of a 101 answer to the client: the replica's fields without its
+    hop-by-hop ones (`header_lines`), and the upgrade to `upgrade`."""
+    return b"%s%sConnection: Upgrade\r\nUpgrade: %s\r\n\r\n" % (
+        status_line(101),
+        header_lines,
+        upgrade,
+    )
+
+
 # Sent with every 503 the balancer gives for want of capacity.
 RETRY_AFTER = [(b"Retry-After", b"1")]
 

@@ -3,13 +3,15 @@
 A `Listener` opens the balancer's ports (the contract's port, an admin-only port) and keeps
 the set of open client connections: it refuses connections beyond `max_connections` (503),
 and when the balancer stops it drains them (no new requests, answers in progress finish,
-idle keep-alive connections close) before closing what is left.
+idle keep-alive connections close) before closing what is left. A listener for HTTPS is
+the same with a TLS context (`ringlb.dataplane.tls`) and the scheme `https`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
 from ringlb.dataplane.connection import BOTH, ClientConnection, ClientLimits
 from ringlb.dataplane.deadlines import DeadlineSweep
@@ -53,15 +55,27 @@ class Listener:
         """Returns the protocol for a new client connection on a listener with `role`."""
         return ClientConnection(self, role, proto)
 
-    async def listen(self, host: str, port: int, role: str) -> asyncio.Server:
-        """Accepts connections on `host:port`; returns the server (its socket says the port)."""
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        role: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        forwarder: Forwarder | None = None,
+    ) -> asyncio.Server:
+        """Accepts connections on `host:port` (HTTPS with `tls`; proxied requests go to
+        `forwarder` when given, else to the listener's); returns the server (its socket
+        says the port)."""
         loop = asyncio.get_running_loop()
+        proto = b"http" if tls is None else b"https"
         server = await loop.create_server(
-            lambda: ClientConnection(self, role, b"http"),
+            lambda: ClientConnection(self, role, proto, forwarder),
             host,
             port,
             backlog=BACKLOG,
             reuse_address=True,
+            ssl=tls,
         )
         self.servers.append(server)
         return server

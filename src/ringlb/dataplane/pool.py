@@ -9,6 +9,10 @@ An exchange that waits on its client (see `ringlb.dataplane.upstream`) is parked
 its connection but not its slot, so slow clients cannot keep the others from a replica.
 Like HAProxy, the balancer then opens more connections to the replica; what bounds them is
 the number of client connections (`max_connections`).
+
+A connection that became a tunnel (a WebSocket, see `ringlb.dataplane.tunnel`) is detached:
+it holds no slot, and the pool keeps its tunnel only to close it when the replica leaves.
+A pool for replicas that speak HTTPS opens its connections with its `tls` context.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections import deque
+from typing import Protocol
 
 from ringlb.dataplane.retry import Stage
 from ringlb.dataplane.upstream import UpstreamConnection, UpstreamFailure
@@ -25,6 +31,10 @@ from ringlb.model import Replica
 # Kernel receive buffer of a connection to a replica (Linux doubles it): reads are at most
 # about twice this, whatever the answer's size.
 READ_BUFFER = 16 * 1024
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class Overloaded(Exception):
@@ -43,8 +53,10 @@ class UpstreamPool:
         queue_size: int,
         queue_timeout: float,
         busy: set[UpstreamConnection],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.replica = replica
+        self._tls = tls
         self._size = size
         self._connect_timeout = connect_timeout
         self._queue_size = queue_size
@@ -56,6 +68,7 @@ class UpstreamPool:
         self._parked: set[UpstreamConnection] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closed = False
+        self.tunnels: set[Closable] = set()  # open tunnels to this replica
 
     def take_idle(self) -> UpstreamConnection | None:
         """Returns an idle open connection at once, or None."""
@@ -134,7 +147,13 @@ class UpstreamPool:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, READ_BUFFER)
             sock.setblocking(False)
             await loop.sock_connect(sock, address)
-            return await loop.create_connection(lambda: UpstreamConnection(self, loop), sock=sock)
+            tls = self._tls
+            return await loop.create_connection(
+                lambda: UpstreamConnection(self, loop),
+                sock=sock,
+                ssl=tls,
+                server_hostname=self.replica.host if tls is not None else None,
+            )
         except BaseException:
             sock.close()
             raise
@@ -185,6 +204,11 @@ class UpstreamPool:
             self._idle.remove(conn)
         self._gone()
 
+    def detach(self, conn: UpstreamConnection) -> None:
+        """`conn` became a tunnel: it no longer counts against the cap."""
+        self._parked.discard(conn)
+        self._gone()
+
     def _gone(self) -> None:
         self._open -= 1
         self._wake_one()
@@ -197,11 +221,14 @@ class UpstreamPool:
                 return
 
     def close(self) -> None:
-        """Closes idle connections now; busy ones close when their exchange ends."""
+        """Closes idle connections and tunnels now; busy ones close when their exchange
+        ends."""
         self._closed = True
         for conn in list(self._idle):
             conn.close()
         self._idle.clear()
+        for tunnel in list(self.tunnels):
+            tunnel.close()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -211,8 +238,14 @@ class UpstreamPools:
     """The pools of one data plane, by replica, made on first use."""
 
     def __init__(
-        self, size: int, connect_timeout: float, queue_size: int, queue_timeout: float
+        self,
+        size: int,
+        connect_timeout: float,
+        queue_size: int,
+        queue_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls  # replicas speak HTTPS
         self._size = size
         self._connect_timeout = connect_timeout
         self._queue_size = queue_size
@@ -228,6 +261,7 @@ class UpstreamPools:
             self._queue_size,
             self._queue_timeout,
             self.busy,
+            self._tls,
         )
         return pool
 

@@ -13,7 +13,7 @@ from ringlb.dataplane.body_stream import BodyStream
 from ringlb.dataplane.plain import request_fields
 
 # What HeadParse.add does with a field, by lower-case name; every other field is forwarded.
-_DROP, _HOST, _FORWARDED_FOR, _VIA, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT = range(8)
+_DROP, _HOST, _FORWARDED_FOR, _VIA, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _UPGRADE = range(9)
 _SPECIAL = {name: _DROP for name in http11.REWRITTEN_REQUEST_FIELDS} | {
     b"host": _HOST,
     b"x-forwarded-for": _FORWARDED_FOR,
@@ -23,6 +23,7 @@ _SPECIAL = {name: _DROP for name in http11.REWRITTEN_REQUEST_FIELDS} | {
     b"transfer-encoding": _CHUNKED,
     b"connection": _CONNECTION,
     b"expect": _EXPECT,  # answered by the balancer (100 Continue), not by the replica
+    b"upgrade": _UPGRADE,  # sent on only for an upgrade the balancer tunnels
 }
 
 # Methods whose request has a body even when it is empty (Content-Length: 0 is sent).
@@ -80,6 +81,16 @@ class Request:
         return headers
 
 
+class UpgradeRequest(Request):
+    """A request to switch protocols (WebSocket): after the replica's 101, its connection
+    and the client's become a tunnel (`ringlb.dataplane.tunnel`). `upgrade` is the value
+    of its Upgrade field."""
+
+    __slots__ = ("upgrade",)
+
+    upgrade: bytes
+
+
 class HeadParse:
     """A request head being parsed: limits are counted and the replica's head is built."""
 
@@ -95,6 +106,7 @@ class HeadParse:
         "length",
         "lines",
         "target",
+        "upgrade",
         "via",
     )
 
@@ -111,6 +123,7 @@ class HeadParse:
         self.forwarded_for = b""
         self.via = b""
         self.connection_tokens: frozenset[bytes] | None = None
+        self.upgrade: bytes | None = None
 
     def add_target(self, url: bytes) -> None:
         self.target += url
@@ -141,6 +154,8 @@ class HeadParse:
                 self.connection_tokens = (self.connection_tokens or frozenset()) | tokens
         elif action == _EXPECT:
             self.expect_continue = value.strip().lower() == b"100-continue"
+        elif action == _UPGRADE:
+            self.upgrade = value.strip()
 
     def request(
         self,
@@ -151,9 +166,11 @@ class HeadParse:
         peer: bytes,
         local: bytes,
         proto: bytes,
+        upgrade: bytes | None = None,
     ) -> Request:
         """Returns the parsed request, its head for the replica ready: framing for a body
-        held (Content-Length) or `streamed` (the client's length, or chunked)."""
+        held (Content-Length) or `streamed` (the client's length, or chunked), and the
+        upgrade to `upgrade` when it is to be tunnelled (an UpgradeRequest)."""
         target = self.target
         cut = target.find(b"?")
         path = (target[:cut] if cut >= 0 else target).decode("latin-1")
@@ -171,6 +188,8 @@ class HeadParse:
             framing = b"Content-Length: %d\r\n" % (length or 0)
         else:
             framing = b""
+        if upgrade is not None:
+            framing += b"Connection: Upgrade\r\nUpgrade: %s\r\n" % upgrade
         head = b"".join(
             (
                 method.encode(),
@@ -184,6 +203,10 @@ class HeadParse:
                 b"\r\n",
             )
         )
-        request = Request(method, target, path, head, None, http11_client, keep_alive)
+        if upgrade is None:
+            request = Request(method, target, path, head, None, http11_client, keep_alive)
+        else:
+            request = UpgradeRequest(method, target, path, head, None, http11_client, keep_alive)
+            request.upgrade = upgrade
         request.headers = self.headers
         return request

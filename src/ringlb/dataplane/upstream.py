@@ -5,7 +5,8 @@ answer to a `ResponseRelay` as it arrives, then tells the exchange's owner (`Exc
 how it ended: `answered(conn, keep_alive)` or `failed(conn, failure)`. It is driven by
 callbacks only; `pump` is the one coroutine, for a request body that streams after the
 head. A read that holds one whole plain answer (see `ringlb.dataplane.plain`) is relayed
-without the parser.
+without the parser. A `101 Switching Protocols` ends the exchange with `switched` instead:
+the connection leaves its pool and becomes one side of a tunnel.
 
 While the exchange waits on its client (the client does not take the answer's bytes, or
 its body has not arrived yet) the connection is "waiting on the client": reads from the
@@ -16,7 +17,7 @@ replica pause, the replica's silence is not counted against it (the sweep in
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 import httptools
 
@@ -41,6 +42,7 @@ class Pool(Protocol):
     """The pool a connection belongs to (`ringlb.dataplane.pool.UpstreamPool`)."""
 
     busy: set[UpstreamConnection]  # exchanges in progress on every pool, swept
+    tunnels: set[Any]  # open tunnels to the replica (ringlb.dataplane.tunnel)
 
     def release(self, conn: UpstreamConnection, keep_alive: bool) -> None: ...
 
@@ -50,6 +52,8 @@ class Pool(Protocol):
 
     def discard(self, conn: UpstreamConnection) -> None: ...
 
+    def detach(self, conn: UpstreamConnection) -> None: ...
+
 
 class Exchange(Protocol):
     """What an upstream connection reports to: the request's `Forwarding`."""
@@ -57,6 +61,11 @@ class Exchange(Protocol):
     def answered(self, conn: UpstreamConnection, keep_alive: bool) -> None: ...
 
     def failed(self, conn: UpstreamConnection, failure: UpstreamFailure) -> None: ...
+
+    def switched(self, conn: UpstreamConnection, header_lines: bytes, rest: bytes) -> None:
+        """The replica answered 101 with `header_lines` (serialized, no hop-by-hop field);
+        `rest` is what it sent after, already in the new protocol."""
+        ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -78,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         "relay",
         "reused",
         "sent_at",
+        "switching",
         "transport",
         "waiting_on_client",
     )
@@ -103,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_lines = bytearray()
         self.length: int | None = None
         self.connection_tokens: frozenset[bytes] | None = None
+        self.switching: bytes | None = None  # the header lines of a 101 being parsed
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -120,9 +131,23 @@ class UpstreamConnection(asyncio.Protocol):
                 return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._switch(data[upgrade.args[0] :])
         except httptools.HttpParserError as exc:
             self._fail(UpstreamFailure(f"bad response: {exc}", Stage.ANSWER))
             self.close()
+
+    def _switch(self, rest: bytes) -> None:
+        """The parser stopped after a 101 (it cannot go on past one: a fresh parser would
+        be needed, and the connection will never carry HTTP again)."""
+        header_lines, self.switching = self.switching, None
+        exchange = self.exchange
+        if header_lines is None or exchange is None:
+            self._fail(UpstreamFailure("bad response: switched protocols unasked", Stage.ANSWER))
+            self.close()
+            return
+        self._end()
+        exchange.switched(self, header_lines, rest)
 
     def pause_writing(self) -> None:
         if self._writable is None:
@@ -171,7 +196,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.length = None
         self.connection_tokens = None
         if relay is None or status < 200:
-            return  # 1xx interim answers are not relayed; the final one follows
+            if status == 101:
+                self.switching = head  # see _switch
+            return  # other 1xx interim answers are not relayed; the final one follows
         relay.start(status, head, length)
         if self.head_only:
             # The parser cannot be told that a HEAD answer has no body, so it would wait
