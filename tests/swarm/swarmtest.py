@@ -52,6 +52,22 @@ def skip_or_fail(problem: str) -> None:
     pytest.skip(problem)
 
 
+def swarm_mode_problem(engine: PrivateEngine) -> str | None:
+    """Returns why `engine` cannot be in a swarm, or None (after a swarm init and leave)."""
+    assert engine.netns is not None
+    url, address = engine.url, engine.netns.address
+    init = subprocess.run(
+        ["docker", "-H", url, "swarm", "init", "--advertise-addr", address],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if init.returncode != 0:
+        return f"swarm mode is impossible on a private engine: {init.stderr.strip()}"
+    subprocess.run(
+        ["docker", "-H", url, "swarm", "leave", "--force"], capture_output=True, timeout=60
+    )
+    return None
+
+
 def private_engines(count: int) -> Iterator[list[PrivateEngine]]:
     """Starts `count` engines, each in a network namespace of its own, with the image: one
     reached from here over a veth pair, or several on one `Lan` (this namespace too)."""
@@ -64,12 +80,18 @@ def private_engines(count: int) -> Iterator[list[PrivateEngine]]:
     try:
         if lan is not None:
             lan.create()
-        for i in range(count):
-            engine = PrivateEngine(netns=Netns(base if lan is None else i + 1, lan))
-            engines.append(engine)  # before anything is made: the finally undoes it all
-            engine.netns.create()
-            engine.start()
-            engine.copy_image(IMAGE)
+        try:
+            for i in range(count):
+                engine = PrivateEngine(netns=Netns(base if lan is None else i + 1, lan))
+                engines.append(engine)  # before anything is made: the finally undoes it all
+                engine.netns.create()
+                engine.start()
+                engine.copy_image(IMAGE)
+            swarm_mode = swarm_mode_problem(engines[0])
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            swarm_mode = f"no private engine in a network namespace here ({exc})"
+        if swarm_mode:
+            skip_or_fail(swarm_mode)
         yield engines
     finally:
         for engine in engines:
