@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Makes a Docker engine reachable: installs Debian's docker.io (and docker-compose when no
-# `docker compose` plugin exists) if needed, starts dockerd in the background with overlay2
-# when none answers, and waits until `docker info` answers. Idempotent; needs root to
-# install or start anything. Logs of a dockerd started here go to .cache/dockerd.log.
+# Makes a Docker engine reachable: installs Debian's docker.io if needed, starts dockerd in
+# the background with overlay2 when none answers, and waits until `docker info` answers.
+# Idempotent; needs root to install or start anything. Logs of a dockerd started here go to
+# .cache/dockerd.log. The compose tool is scripts/compose.sh's job: it is needed where an
+# engine already answers too, so it is obtained where it is used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,6 @@ fi
 need_packages=()
 command -v dockerd >/dev/null 2>&1 || need_packages+=(docker.io)
 command -v docker >/dev/null 2>&1 || need_packages+=(docker.io)
-if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
-    need_packages+=(docker-compose)
-fi
 if ((${#need_packages[@]})); then
     if [[ $(id -u) != 0 ]]; then
         echo "docker-engine: no engine, and installing ${need_packages[*]} needs root" >&2

@@ -64,20 +64,38 @@ def make_runtime(settings: Settings) -> Runtime:
         from ringlb.runtimes.process import ProcessRuntime
 
         return ProcessRuntime(command=settings.replica_command)
+    if settings.runtime in ("docker", "swarm"):
+        from ringlb.runtimes.engine import Containment, Engine
+
+        engine = Engine(settings.docker_image, settings.docker_api_timeout)
+        containment = Containment(
+            memory=settings.docker_memory,
+            cpus=settings.docker_cpus,
+            pids=settings.docker_pids,
+            read_only=settings.docker_read_only,
+        )
     if settings.runtime == "docker":
-        from ringlb.runtimes.docker import Containment, DockerRuntime
+        from ringlb.runtimes.docker import DockerRuntime
 
         return DockerRuntime(
-            image=settings.docker_image,
+            engine,
             network=settings.docker_network,
             owner=settings.docker_owner,
-            api_timeout=settings.docker_api_timeout,
-            containment=Containment(
-                memory=settings.docker_memory,
-                cpus=settings.docker_cpus,
-                pids=settings.docker_pids,
-                read_only=settings.docker_read_only,
-            ),
+            containment=containment,
+            keep_dead=settings.docker_keep_dead,
+        )
+    if settings.runtime == "swarm":
+        from ringlb.runtimes.swarm import SwarmRuntime
+
+        return SwarmRuntime(
+            engine,
+            network=settings.docker_network,
+            owner=settings.docker_owner,
+            containment=containment,
+            constraints=settings.swarm_constraints,
+            poll_interval=settings.swarm_poll_interval,
+            image_by_id=settings.swarm_image_by_id,
+            start_timeout=settings.replica_start_timeout,
         )
     raise ValueError(f"runtime: unknown runtime {settings.runtime!r}")
 

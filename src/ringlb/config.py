@@ -35,7 +35,7 @@ from pydantic_settings import (
 from ringlb.contract import is_valid_hostname
 from ringlb.dataplane.keys import DEFAULT_KEY_SOURCE, make_key_source
 
-RuntimeName = Literal["process", "docker"]
+RuntimeName = Literal["process", "docker", "swarm"]
 
 
 class SettingsError(ValueError):
@@ -77,23 +77,59 @@ class Settings(BaseSettings):
         description="process runtime: command starting one replica, with {python}, {name}, "
         "{host} and {port} placeholders (default: ringlb's own replica server).",
     )
-    docker_image: str = Field("ringlb:latest", description="docker runtime: replica image.")
-    docker_network: str = Field("net1", description="docker runtime: network of the replicas.")
+    # The docker_* settings serve the swarm runtime too (same images, same engine API).
+    docker_image: str = Field(
+        "ringlb:latest", description="docker and swarm runtimes: replica image."
+    )
+    docker_network: str = Field(
+        "net1",
+        description="docker and swarm runtimes: network of the replicas (on swarm, an "
+        "attachable overlay network, created when missing).",
+    )
     docker_owner: str = Field(
         "ringlb",
-        description="docker runtime: value of the ringlb.owner label; a balancer adopts the "
-        "replicas carrying its owner label.",
+        description="docker and swarm runtimes: value of the ringlb.owner label; a balancer "
+        "adopts the replicas carrying its owner label.",
     )
     docker_api_timeout: float = Field(
-        10.0, gt=0, description="docker runtime: deadline of one Docker API call (s)."
+        10.0, gt=0, description="docker and swarm runtimes: deadline of one Docker API call (s)."
     )
     docker_memory: str = Field(
-        "256m", pattern=r"^[0-9]+[bkmg]?$", description="docker runtime: memory per replica."
+        "256m",
+        pattern=r"^[0-9]+[bkmg]?$",
+        description="docker and swarm runtimes: memory per replica.",
     )
-    docker_cpus: float = Field(1.0, gt=0, description="docker runtime: CPUs per replica.")
-    docker_pids: int = Field(128, ge=8, description="docker runtime: processes per replica.")
+    docker_cpus: float = Field(
+        1.0, gt=0, description="docker and swarm runtimes: CPUs per replica."
+    )
+    docker_pids: int = Field(
+        128, ge=8, description="docker and swarm runtimes: processes per replica."
+    )
     docker_read_only: bool = Field(
-        True, description="docker runtime: replicas get a read-only root filesystem."
+        True, description="docker and swarm runtimes: replicas get a read-only root filesystem."
+    )
+    docker_keep_dead: float = Field(
+        60.0,
+        ge=0,
+        description="docker runtime: seconds a replica container that stopped on its own is "
+        "left for its owner to remove (`docker stop X && docker rm X`) before ringlb removes "
+        "it (0: at once).",
+    )
+    swarm_constraints: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="swarm runtime: placement constraints of every replica service, "
+        "comma-separated (e.g. 'node.role==worker,node.labels.zone==a').",
+    )
+    swarm_poll_interval: float = Field(
+        0.5,
+        gt=0,
+        description="swarm runtime: seconds between looks at the replicas' tasks (Swarm has "
+        "no task events; heartbeats see deaths too).",
+    )
+    swarm_image_by_id: bool = Field(
+        True,
+        description="swarm runtime: name the replica image by its ID in the services, so that "
+        "nodes use the image they hold instead of trying to pull it (no registry).",
     )
 
     heartbeat_interval: float = Field(1.0, gt=0, description="Seconds between heartbeats.")
@@ -309,6 +345,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"invalid hostname {name!r}")
         if len(set(value)) != len(value):
             raise ValueError("duplicate hostname")
+        return value
+
+    @field_validator("swarm_constraints", mode="before")
+    @classmethod
+    def _split_constraints(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [c.strip() for c in value.split(",") if c.strip()]
         return value
 
     @field_validator("tls_cert", "tls_key", mode="before")

@@ -1,7 +1,9 @@
-"""The Docker deployment with a real engine: `make up`, replica containers on net1, the
-contract through the published port, repair after `docker kill`, adoption after a balancer
-restart, `make down` leaving nothing. One stack is shared by the module (tests run in file
-order and each leaves the stack as it found it); everything is removed even on failure.
+"""The Docker deployment with a real engine: `make up`, replica containers on net1, a
+RINGLB_* setting set for `make up` reaching the balancer, the contract through the
+published port, repair after `docker kill`, a user's `docker stop X && docker rm X`,
+adoption after a balancer restart, `make down` leaving nothing. One stack is shared by the
+module (tests run in file order and each leaves the stack as it found it); everything is
+removed even on failure.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class Stack:
 def stack(docker_client) -> Iterator[Stack]:
     """`make up` on a free host port; `make down` and a cleanup by label afterwards."""
     port = free_port()
-    env = {**os.environ, "RINGLB_HOST_PORT": str(port)}
+    # A setting docker-compose.yml does not name: it must reach the balancer all the same.
+    env = {**os.environ, "RINGLB_HOST_PORT": str(port), "RINGLB_POLICY": "assignment"}
     if docker_client.containers.list(all=True, filters={"name": f"^{LB_CONTAINER}$"}):
         # On a CI machine a stack left from an earlier session is stale: take it down. On a
         # developer's machine it is theirs: refuse rather than take over.
@@ -104,6 +107,12 @@ def test_up_starts_three_replica_containers_on_net1(stack: Stack, docker_client)
         assert host["PidsLimit"] == 128 and host["CapDrop"] == ["ALL"]
         assert host["SecurityOpt"] == ["no-new-privileges"]
         assert host["Privileged"] is False and host["ReadonlyRootfs"] is True
+
+
+def test_a_setting_set_for_make_up_reaches_the_balancer(stack: Stack, docker_client) -> None:
+    env = docker_client.containers.get(LB_CONTAINER).attrs["Config"]["Env"]
+    assert "RINGLB_POLICY=assignment" in env
+    assert stack.call("GET", "/policy").json()["message"]["name"] == "assignment"
 
 
 def test_contract_holds_through_the_published_port(stack: Stack) -> None:
@@ -182,6 +191,28 @@ def test_docker_kill_is_repaired_under_a_new_name_without_client_errors(
         loop.join()
     print(f"repair after docker kill: {repair:.2f} s, {sent} requests, {len(failures)} failed")
     assert failures == []
+    assert sorted(replica_containers(docker_client)) == sorted(names)
+
+
+def test_a_user_stops_then_removes_a_replica_and_both_succeed(stack: Stack, docker_client):
+    """The specification's `docker stop X && docker rm X` (and failure tests doing
+    `container.stop()` then `container.remove(force=True)`): ringlb leaves the stopped
+    container to its owner, then replaces the replica under a new name."""
+    victim = stack.replicas()[0]
+    container = docker_client.containers.get(victim)
+    started = time.monotonic()
+    container.stop(timeout=10)
+    container.remove(force=True)  # raises if ringlb removed it first, or is removing it
+    removed = time.monotonic() - started
+
+    def replaced() -> list[str] | None:
+        names = stack.replicas()
+        return names if len(names) == 3 and victim not in names else None
+
+    names = wait_until(replaced, 30, interval=0.05)
+    print(
+        f"stop + rm of {victim}: {removed:.2f} s; replaced after {time.monotonic() - started:.2f} s"
+    )
     assert sorted(replica_containers(docker_client)) == sorted(names)
 
 

@@ -34,9 +34,9 @@ def contract_failures(port: int, host: str = "127.0.0.1") -> list[endpoints.Chec
     return [row for row in asyncio.run(run()) if not row.passed]
 
 
-def run_contract_checks(port: int) -> None:
+def run_contract_checks(port: int, host: str = "127.0.0.1") -> None:
     """Raises, naming every failed case, unless the balancer on `port` passes them all."""
-    failed = contract_failures(port)
+    failed = contract_failures(port, host)
     assert not failed, "\n".join(
         f"{r.case}: {r.request} -> {r.status} {r.body}; expected {r.expected}" for r in failed
     )

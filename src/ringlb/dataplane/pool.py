@@ -266,10 +266,13 @@ class UpstreamPools:
         return pool
 
     def forget(self, replica: Replica) -> None:
-        """Closes the pool of a replica that left the set for good."""
+        """Closes the pool of a replica that left the set for good, and fails the exchanges
+        still held on it (a replica removed by /rm has had its drain already)."""
         pool = self.by_replica.pop(replica, None)
         if pool is not None:
             pool.close()
+            for conn in [c for c in self.busy if c.pool is pool]:
+                conn.replica_gone()
 
     def close(self) -> None:
         for pool in self.by_replica.values():

@@ -285,6 +285,14 @@ class UpstreamConnection(asyncio.Protocol):
         self._fail(UpstreamFailure(f"no answer within {timeout:g} s", stage))
         self.close()
 
+    def replica_gone(self) -> None:
+        """Fails the exchange: its replica left the set for good (dead, or its node gone:
+        an answer may never come, nor a reset), so the request is retried elsewhere now
+        rather than after the upstream timeout."""
+        stage = Stage.ANSWER if self.got_bytes else Stage.SENT
+        self._fail(UpstreamFailure("the replica is gone", stage))
+        self.close()
+
     # -- waiting on the client -----------------------------------------------------------
 
     def client_paused(self) -> None:

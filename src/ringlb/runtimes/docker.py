@@ -6,10 +6,11 @@ container carries labels (owner, role, ring id), so the state that must outlive 
 lives in Docker: a restarted balancer adopts the containers labelled with its owner instead
 of starting new ones, and `make down` finds them all by label.
 
-The Docker SDK is blocking: every call runs in a worker thread (`asyncio.to_thread`) with a
-socket timeout, so an unreachable or hung daemon becomes a RuntimeFailure, never a hang.
-Deaths come from Docker's event stream, read by a daemon thread that reconnects when the
-engine restarts (and then looks for deaths it missed meanwhile).
+Engine calls go through `ringlb.runtimes.engine` (a worker thread, a deadline, one error
+mapping). A container that stops on its own is left `keep_dead` seconds for whoever
+stopped it to remove, then removed (a removal that finds it gone is fine). Deaths come
+from Docker's event stream, read by a daemon thread that reconnects when the engine
+restarts (and then looks for deaths it missed meanwhile).
 """
 
 from __future__ import annotations
@@ -19,22 +20,29 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from requests.exceptions import RequestException
+from docker.errors import APIError, NotFound
 
 import docker
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
+from ringlb.runtimes.engine import (
+    ENGINE_ERRORS,
+    OWNER_LABEL,
+    REPLICA_PORT,
+    REPLICA_ROLE,
+    RID_LABEL,
+    ROLE_LABEL,
+    Containment,
+    Engine,
+    is_gone,
+    replica_command,
+    replica_environment,
+    short,
+)
 
 log = logging.getLogger("ringlb.runtime.docker")
 
-REPLICA_PORT = 5000
-OWNER_LABEL = "ringlb.owner"
-ROLE_LABEL = "ringlb.role"
-RID_LABEL = "ringlb.rid"
-REPLICA_ROLE = "replica"
 # Events that mean a container stopped running. `kill` counts only for SIGKILL: another
 # signal may be handled, and the `die` that follows a real exit is reported anyway.
 DEATH_EVENTS = ("die", "kill", "stop", "oom")
@@ -43,50 +51,26 @@ RECONNECT_DELAY = 1.0
 Report = Callable[[str, str], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Containment:
-    """What a replica container may use and do. The balancer holds the Docker socket, so
-    what it starts must be boxed in: bounded memory, CPU and processes, no capabilities,
-    no privilege gain, and (when the replica allows it) a read-only root filesystem."""
-
-    memory: str = "256m"
-    cpus: float = 1.0
-    pids: int = 128
-    read_only: bool = True
-
-    def host_config(self, api: docker.APIClient, network: str) -> dict[str, Any]:
-        return api.create_host_config(
-            network_mode=network,
-            mem_limit=self.memory,
-            nano_cpus=int(self.cpus * 1e9),
-            pids_limit=self.pids,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            privileged=False,
-            read_only=self.read_only,
-            tmpfs={"/tmp": "size=16m"} if self.read_only else None,
-        )
-
-
 class DockerRuntime(Runtime):
     name = "docker"
 
     def __init__(
         self,
-        image: str,
+        engine: Engine,
         network: str,
         owner: str,
-        api_timeout: float = 10.0,
-        base_url: str | None = None,
-        containment: Containment | None = None,
+        containment: Containment,
+        keep_dead: float,
     ) -> None:
-        self._image = image  # the only image this runtime ever starts
-        self._containment = containment or Containment()
+        self._engine = engine  # engine.image is the only image this runtime ever starts
+        self._containment = containment
         self._network = network
         self._owner = owner
-        self._api_timeout = api_timeout
-        self._base_url = base_url
-        self._api: docker.APIClient | None = None
+        # Seconds a container that stopped on its own is left to whoever stopped it (a test
+        # script's `docker stop X && docker rm X`) before this runtime removes it.
+        self._keep_dead = keep_dead
+        self._kept: dict[str, asyncio.TimerHandle] = {}  # container id -> its removal
+        self._removals: set[asyncio.Task[None]] = set()
         self._network_ready = False
         self._network_lock = threading.Lock()
         # name -> container id of every replica we run. A name leaves this map *before* its
@@ -95,38 +79,12 @@ class DockerRuntime(Runtime):
         self._orphans: set[str] = set()  # ids of containers a failed stop left behind
         self._events: Any = None  # the open event stream, closed to stop the reader thread
 
-    # -- the Docker API, off the event loop ----------------------------------------------
-
-    def _client(self) -> docker.APIClient:
-        """Returns a connected API client (created on first use; raises DockerException)."""
-        if self._api is None:
-            kwargs = docker.utils.kwargs_from_env()
-            if self._base_url:
-                kwargs["base_url"] = self._base_url
-            # version="auto" asks the engine for its API version: the first call that can fail.
-            self._api = docker.APIClient(version="auto", timeout=self._api_timeout, **kwargs)
-        return self._api
-
-    async def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Runs `fn(client, *args)` in a thread; maps engine trouble to RuntimeFailure."""
-        try:
-            return await asyncio.to_thread(lambda: fn(self._client(), *args))
-        except RuntimeFailure:
-            raise
-        except ImageNotFound:
-            raise RuntimeFailure(
-                f"Docker image '{self._image}' not found (build it with `make build`)"
-            ) from None
-        except (DockerException, RequestException, OSError) as exc:
-            self._api = None  # reconnect next time (the engine may have restarted)
-            raise RuntimeFailure(f"Docker engine error while {what}: {_short(exc)}") from None
-
     # -- Runtime -------------------------------------------------------------------------
 
     async def start(self, name: str, rid: int) -> RunningReplica:
         if name in self._live:
             raise RuntimeFailure(f"container '{name}' is already running")
-        container_id, ip = await self._call(f"starting '{name}'", self._run, name, rid)
+        container_id, ip = await self._engine.call(f"starting '{name}'", self._run, name, rid)
         self._live[name] = container_id
         log.info(
             "started container %s (%s) at %s on %s", name, container_id[:12], ip, self._network
@@ -148,18 +106,17 @@ class DockerRuntime(Runtime):
             api.start(container_id)
             return container_id, self._address(api.inspect_container(container_id))
         except BaseException:
-            with contextlib.suppress(DockerException, RequestException, OSError):
+            with contextlib.suppress(*ENGINE_ERRORS):
                 api.remove_container(container_id, force=True)
             raise
 
     def _create(self, api: docker.APIClient, name: str, rid: int) -> dict[str, Any]:
         return api.create_container(
-            self._image,
-            command=["ringlb", "replica", "--id", name, "--port", str(REPLICA_PORT)],
+            self._engine.image,
+            command=replica_command(name),
             name=name,
             hostname=name,
-            # No bytecode cache: the root filesystem may be read-only.
-            environment={"SERVER_ID": name, "PYTHONDONTWRITEBYTECODE": "1"},
+            environment=replica_environment(name),
             labels={OWNER_LABEL: self._owner, ROLE_LABEL: REPLICA_ROLE, RID_LABEL: str(rid)},
             host_config=self._containment.host_config(api, self._network),
             networking_config=api.create_networking_config(
@@ -177,7 +134,7 @@ class DockerRuntime(Runtime):
                 f"container name '{name}' is taken by a container ringlb does not own"
             )
         log.warning("removing leftover container %s", name)
-        api.remove_container(info["Id"], force=True)
+        _remove(api, info["Id"])
 
     def _ensure_network(self, api: docker.APIClient) -> None:
         """Creates the network when missing (compose normally has); labelled as ours."""
@@ -212,14 +169,55 @@ class DockerRuntime(Runtime):
         if container_id is None:
             return
         try:
-            await self._call(f"removing '{name}'", _remove, container_id)
+            outcome = await self._engine.call(
+                f"removing '{name}'", self._remove_unless_dead, container_id
+            )
         except RuntimeFailure as exc:
             # Never raise here: the replica is already out of the ring, and a failing stop
             # would stall the supervisor. The container is removed once the engine answers.
             self._orphans.add(container_id)
             log.error("cannot remove container %s now (%s); will retry", name, exc)
             return
-        log.info("removed container %s", name)
+        if outcome == "kept":
+            self._remove_later(container_id)
+            log.info(
+                "container %s stopped on its own: removed in %g s unless its owner does",
+                name,
+                self._keep_dead,
+            )
+        else:
+            log.info("removed container %s", name)
+
+    def _remove_unless_dead(self, api: docker.APIClient, container_id: str) -> str:
+        """Removes the container unless it stopped on its own and `keep_dead` is set;
+        returns "kept" or "removed" (also when it was already gone)."""
+        if self._keep_dead > 0:
+            try:
+                state = api.inspect_container(container_id)["State"]
+            except NotFound:
+                return "removed"
+            if not state.get("Running"):
+                return "kept"
+        _remove(api, container_id)
+        return "removed"
+
+    def _remove_later(self, container_id: str) -> None:
+        loop = asyncio.get_running_loop()
+
+        def expire() -> None:
+            self._kept.pop(container_id, None)
+            task = loop.create_task(self._remove_kept(container_id))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+        self._kept[container_id] = loop.call_later(self._keep_dead, expire)
+
+    async def _remove_kept(self, container_id: str) -> None:
+        try:
+            await self._engine.call("removing a stopped replica", _remove, container_id)
+        except RuntimeFailure as exc:
+            self._orphans.add(container_id)
+            log.error("cannot remove stopped container %s now (%s)", container_id[:12], exc)
 
     def _remove_orphans(self, api: docker.APIClient) -> None:
         """Removes containers a failed `stop` left behind."""
@@ -229,7 +227,7 @@ class DockerRuntime(Runtime):
             log.info("removed left-over container %s", container_id[:12])
 
     async def adopt(self) -> list[RunningReplica]:
-        found = await self._call("listing replicas", self._list_ours)
+        found = await self._engine.call("listing replicas", self._list_ours)
         adopted = []
         for info in found:
             name = info["Name"].lstrip("/")
@@ -238,7 +236,7 @@ class DockerRuntime(Runtime):
             endpoint = (info["NetworkSettings"].get("Networks") or {}).get(self._network)
             if not (running and endpoint and endpoint.get("IPAddress")):
                 log.warning("removing stopped or detached replica container %s", name)
-                await self._call(f"removing '{name}'", _remove, info["Id"])
+                await self._engine.call(f"removing '{name}'", _remove, info["Id"])
                 continue
             self._live[name] = info["Id"]
             rid = int(labels.get(RID_LABEL, "0"))
@@ -289,7 +287,7 @@ class DockerRuntime(Runtime):
         failing = False  # said once per outage, not once per retry
         while not stopped.is_set():
             try:
-                api = self._client()
+                api = self._engine.client()
                 self._events = api.events(decode=True, filters=filters)
                 self._report_missed(api, report)
                 self._remove_orphans(api)
@@ -303,9 +301,9 @@ class DockerRuntime(Runtime):
             except Exception as exc:  # any failure of the stream: reconnect, never die
                 if stopped.is_set():
                     return
-                self._api = None
+                self._engine.reset()
                 if not failing:
-                    log.warning("Docker event stream failed (%s); reconnecting", _short(exc))
+                    log.warning("Docker event stream failed (%s); reconnecting", short(exc))
                     failing = True
             stopped.wait(RECONNECT_DELAY)
 
@@ -329,18 +327,21 @@ class DockerRuntime(Runtime):
                 report(name, container_id)
 
     async def close(self) -> None:
-        """Leaves the containers running: a restarted balancer adopts them."""
-        api, self._api = self._api, None
-        if api is not None:
-            await asyncio.to_thread(api.close)
+        """Leaves the containers running: a restarted balancer adopts them (and removes
+        the stopped ones it still keeps)."""
+        for handle in self._kept.values():
+            handle.cancel()
+        self._kept.clear()
+        for task in list(self._removals):
+            task.cancel()
+        await asyncio.gather(*self._removals, return_exceptions=True)
+        await self._engine.close()
 
 
 def _remove(api: docker.APIClient, container_id: str) -> None:
-    with contextlib.suppress(NotFound):
+    """Removes a container; one that is gone or being removed by someone else is fine."""
+    try:
         api.remove_container(container_id, force=True)
-
-
-def _short(exc: BaseException) -> str:
-    """Returns the first line of an SDK error, which can be very long."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    except APIError as exc:
+        if not is_gone(exc):
+            raise
