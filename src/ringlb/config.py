@@ -131,6 +131,28 @@ class Settings(BaseSettings):
         description="swarm runtime: name the replica image by its ID in the services, so that "
         "nodes use the image they hold instead of trying to pull it (no registry).",
     )
+    # Several balancers on one swarm share its membership; a lease in the engine makes one
+    # of them the leader, which alone respawns and autoscales (docs/swarm.md).
+    lease_time: float = Field(
+        3.0,
+        gt=0,
+        description="swarm runtime: seconds a leader's lease lasts unrenewed before another "
+        "balancer takes over.",
+    )
+    lease_renew_interval: float = Field(
+        1.0,
+        gt=0,
+        description="swarm runtime: seconds between two renewals of the leader's lease (and "
+        "between two looks at it by a follower).",
+    )
+    balancer_name: str | None = Field(
+        None, description="swarm runtime: this balancer's name in the lease (default: hostname)."
+    )
+    balancer_address: str | None = Field(
+        None,
+        description="swarm runtime: host:port where the other balancers reach this one's admin "
+        "API, to relay writes to the leader (default: the hostname's address and the port).",
+    )
 
     heartbeat_interval: float = Field(1.0, gt=0, description="Seconds between heartbeats.")
     heartbeat_timeout: float = Field(0.5, gt=0, description="Heartbeat answer deadline (s).")
@@ -469,6 +491,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_counts(self) -> Settings:
+        if self.lease_renew_interval >= self.lease_time:
+            raise ValueError(
+                f"lease_renew_interval ({self.lease_renew_interval:g}) must be less than "
+                f"lease_time ({self.lease_time:g})"
+            )
         if len(self.hostnames) > self.replicas:
             if "replicas" in self.model_fields_set:
                 raise ValueError(

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from faultlib import Figures, since
-from private_engine import PrivateEngine
 
 from lbtest import BalancerProcess, LoadLoop, replica_processes, wait_until
+from private_engine import PrivateEngine
 
 IMAGE = "ringlb:latest"
 

@@ -11,6 +11,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 
 class RuntimeFailure(Exception):
@@ -48,6 +49,17 @@ class Runtime(ABC):
     async def adopt(self) -> list[RunningReplica]:
         """Returns the live replicas this runtime already owns (after a balancer restart)."""
         return []
+
+    async def listing(self) -> list[RunningReplica]:
+        """Returns the replicas that run now, whoever started them, changing nothing (a
+        follower's view of a membership another balancer leads)."""
+        return []
+
+    def lease_store(self) -> Any | None:
+        """Returns the engine's compare-and-swap register for the leader lease
+        (`ringlb.control.lease.LeaseStore`) when several balancers may share this
+        runtime's replicas; None when a balancer is alone with them."""
+        return None
 
     async def deaths(self) -> AsyncIterator[str]:
         """Yields names of replicas that died on their own; runs until cancelled."""

@@ -63,3 +63,31 @@ class FakeRuntime(Runtime):
     async def deaths(self) -> AsyncIterator[str]:
         while True:
             yield await self._deaths.get()
+
+
+class MemoryLeaseStore:
+    """A compare-and-swap register in memory (the lease store of in-process tests): a
+    write carrying a stale version fails, as a Swarm object's update does. `unreachable`
+    makes every call fail like an engine that does not answer."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self.version = 0
+        self.unreachable = False
+        self.writes = 0
+
+    async def read(self) -> tuple[dict[str, str], int]:
+        self._check()
+        return dict(self.fields), self.version
+
+    async def write(self, fields: dict[str, str], version: int) -> bool:
+        self._check()
+        if version != self.version:
+            return False
+        self.fields, self.version = dict(fields), self.version + 1
+        self.writes += 1
+        return True
+
+    def _check(self) -> None:
+        if self.unreachable:
+            raise RuntimeFailure("Docker engine error while reading the lease: unreachable")

@@ -56,6 +56,7 @@ from ringlb.runtimes.engine import (
     replica_environment,
 )
 from ringlb.runtimes.placement import Placement
+from ringlb.runtimes.swarm_lease import SwarmLeaseStore
 
 log = logging.getLogger("ringlb.runtime.swarm")
 
@@ -118,6 +119,7 @@ class SwarmRuntime(Runtime):
         # name -> service id of every replica we run. A name leaves this map *before* its
         # service is removed, so the poller never reports a removal we asked for.
         self._live: dict[str, str] = {}
+        self._lease_store = SwarmLeaseStore(engine, owner)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -308,6 +310,23 @@ class SwarmRuntime(Runtime):
             adopted.append(RunningReplica(name, rid, ip, REPLICA_PORT))
         adopted.sort(key=lambda r: r.rid)
         return adopted
+
+    async def listing(self) -> list[RunningReplica]:
+        found = await self._engine.call("listing replicas", self._list_ours)
+        running = []
+        for service, task in found:
+            labels = service["Spec"].get("Labels") or {}
+            ip = task_address(task, self._network) if task else None
+            if task and task["Status"]["State"] == "running" and ip:
+                name = labels.get(NAME_LABEL, service["Spec"]["Name"])
+                running.append(
+                    RunningReplica(name, int(labels.get(RID_LABEL, "0")), ip, REPLICA_PORT)
+                )
+        running.sort(key=lambda r: r.rid)
+        return running
+
+    def lease_store(self) -> SwarmLeaseStore:
+        return self._lease_store
 
     def _list_ours(self, api: docker.APIClient) -> list[tuple[dict[str, Any], dict | None]]:
         services = api.services(filters={"label": self._owner_labels()})
