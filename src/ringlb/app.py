@@ -277,17 +277,7 @@ class Balancer:
             )
             address = self.admin_server.sockets[0].getsockname()
             log.info("admin API on its own listener: http://%s:%d", address[0], address[1])
-        log.info(
-            "ringlb listening on http://%s:%d (runtime=%s, policy=%s, replicas=%s, admin %s,"
-            " hot path %s)",
-            settings.host,
-            self.port,
-            self.runtime.name,
-            rs.policy.name,
-            ",".join(rs.snapshot.names()),
-            "token required" if settings.admin_token else "open",
-            ringlb.BUILD,
-        )
+        self._announce(self.port)
 
     async def _watch_certificates(self) -> None:
         """Reloads the HTTPS certificates when their files change (as SIGHUP does)."""
@@ -310,16 +300,22 @@ class Balancer:
         self.observability.sections["workers"] = pool.describe
         self._teardown.defer("workers", pool.stop)
         await pool.start()
+        self._announce(pool.port, count)
+
+    def _announce(self, port: int, workers: int = 1) -> None:
+        """Logs the start-up line: where the balancer listens, and with what."""
+        settings, rs = self.settings, self.replicaset
         log.info(
-            "ringlb listening on http://%s:%d with %d workers (runtime=%s, policy=%s, "
-            "replicas=%s, admin %s)",
+            "ringlb listening on http://%s:%d%s (runtime=%s, policy=%s, replicas=%s, admin %s,"
+            " hot path %s)",
             settings.host,
-            pool.port,
-            count,
+            port,
+            f" with {workers} workers" if workers > 1 else "",
             self.runtime.name,
-            self.replicaset.policy.name,
-            ",".join(self.replicaset.snapshot.names()),
+            rs.policy.name,
+            ",".join(rs.snapshot.names()),
             "token required" if settings.admin_token else "open",
+            ringlb.BUILD,
         )
 
     async def _forward_runtime_deaths(self) -> None:
