@@ -18,6 +18,7 @@ import logging
 import random
 import resource
 import signal
+import socket
 
 import ringlb
 from ringlb.admin.api import AdminAPI
@@ -25,6 +26,7 @@ from ringlb.admin.observability import ObservabilityRoutes
 from ringlb.clock import SystemClock
 from ringlb.config import Settings, SettingsError
 from ringlb.control.autoscaler import Autoscaler, ScalingRules
+from ringlb.control.cluster import Cluster
 from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.outliers import OutlierRules
@@ -133,6 +135,26 @@ class Balancer:
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self.admin = AdminAPI(self.replicaset, token, settings.admin_protect_reads)
+        # Several balancers on the replicas of one engine (swarm): a lease picks the leader.
+        store = self.runtime.lease_store()
+        self.cluster = (
+            Cluster(
+                store,
+                self.replicaset,
+                self.runtime,
+                self.prober.probe,
+                name=settings.balancer_name or socket.gethostname(),
+                lease_time=settings.lease_time,
+                renew_interval=settings.lease_renew_interval,
+                sync_interval=settings.swarm_poll_interval,
+                write_timeout=settings.replica_start_timeout + settings.drain_timeout,
+                clock=clock,
+            )
+            if store is not None
+            else None
+        )
+        if self.cluster is not None:
+            self.admin.relay = self.cluster.relay
 
         # The data plane (with --workers N, the workers have theirs; this one stays idle
         # and its counters hold the workers' sums when /metrics or /status is read).
@@ -191,7 +213,7 @@ class Balancer:
             else None
         )
         self.observability = ObservabilityRoutes(
-            self.replicaset, self.forwarder, self.supervisor, self.autoscaler
+            self.replicaset, self.forwarder, self.supervisor, self.autoscaler, self.cluster
         )
         self.admin.mount(self.observability.routes)
         self.workers: WorkerPool | None = None
@@ -232,25 +254,26 @@ class Balancer:
         settings, rs, undo, tasks = self.settings, self.replicaset, self._teardown, self.tasks
         undo.defer("heartbeat prober", self.prober.close)
         undo.defer("runtime", self.runtime.close)
-        adopted = await self.runtime.adopt()
         undo.defer("membership", rs.shutdown)
-        rs.adopt(adopted)
-        if adopted:
-            log.info("adopted %d replica(s): %s", len(adopted), ", ".join(rs.names()))
-        rs.target = max(settings.replicas, len(adopted))
+        leading = await self._join_cluster()
+        if leading:
+            await self._adopt()
         undo.defer("upstream pools", self.pools.close)
         undo.defer("background tasks", tasks.cancel_all)
         # Deaths are watched before the first start, so a replica that dies while starting
         # fails its start at once instead of after the start timeout.
         tasks.spawn("runtime-events", self._forward_runtime_deaths(), vital=False)
         tasks.spawn("deadline-sweep", self.sweep.run(), vital=True)
-        names = [n for n in settings.initial_hostnames() if n not in rs.names()]
-        async with rs.lock:
-            await rs.spawn(names[: rs.missing()])
+        if leading:
+            names = [n for n in settings.initial_hostnames() if n not in rs.names()]
+            async with rs.lock:
+                await rs.spawn(names[: rs.missing()])
         tasks.spawn("heartbeat-monitor", self.monitor.run(), vital=True)
-        tasks.spawn("supervisor", self.supervisor.run(), vital=True)
-        if self.autoscaler is not None:
-            tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
+        if self.cluster is not None:
+            tasks.spawn("lease", self.cluster.lease.run(), vital=True)
+            tasks.spawn("cluster", self.cluster.run(self._take_over), vital=True)
+        if leading:
+            self._lead()
         if self.certificates is not None:
             tasks.spawn("certificate-watch", self._watch_certificates(), vital=False)
         if settings.worker_count() > 1:
@@ -278,6 +301,53 @@ class Balancer:
             address = self.admin_server.sockets[0].getsockname()
             log.info("admin API on its own listener: http://%s:%d", address[0], address[1])
         self._announce(self.port)
+
+    async def _join_cluster(self) -> bool:
+        """Returns whether this balancer runs the replicas: it is alone with them, or the
+        lease makes it the leader of the balancers that share them."""
+        if self.cluster is None:
+            return True
+        self._teardown.defer("cluster", self.cluster.close)
+        port = self.settings.admin_port or self.settings.port
+        host = await self.runtime.own_address() or socket.gethostbyname(socket.gethostname())
+        await self.cluster.join(self.settings.balancer_address or f"{host}:{port}")
+        lease = self.cluster.lease
+        log.info("balancer %s is the %s (leader: %s)", lease.name, lease.role.value, lease.leader)
+        return self.cluster.leading
+
+    async def _adopt(self) -> int:
+        """Takes the replicas the runtime already runs into the membership and sets the
+        target: the one the cluster's last leader published, else the settings' (or more,
+        when more run). Returns how many were adopted."""
+        rs = self.replicaset
+        adopted = await self.runtime.adopt()
+        async with rs.lock:
+            rs.follow(adopted, "adopted")
+        if adopted:
+            log.info("adopted %d replica(s): %s", len(adopted), ", ".join(rs.names()))
+        record = self.cluster.lease.record if self.cluster is not None else None
+        if record is not None and record.target is not None:
+            rs.target = record.target
+        else:
+            rs.target = max(self.settings.replicas, len(adopted))
+        return len(adopted)
+
+    def _lead(self) -> None:
+        """Starts what only the balancer that runs the replicas does: replace the dead, and
+        scale."""
+        self.tasks.spawn("supervisor", self.supervisor.run(), vital=True)
+        if self.autoscaler is not None:
+            self.tasks.spawn("autoscaler", self.autoscaler.run(), vital=False)
+
+    async def _take_over(self) -> None:
+        """Becomes the balancer that runs the replicas (the lease made this follower the
+        leader): adopts them, then starts the missing ones."""
+        adopted = await self._adopt()
+        log.warning(
+            "leading now: took over %d replica(s), target %d", adopted, self.replicaset.target
+        )
+        self._lead()
+        await self.supervisor.reconcile()
 
     async def _watch_certificates(self) -> None:
         """Reloads the HTTPS certificates when their files change (as SIGHUP does)."""

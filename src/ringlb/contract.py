@@ -125,6 +125,14 @@ def upstream_failed(detail: str) -> str:
     return f"All replicas failed: {detail}"
 
 
+# Several balancers: a write made on a follower goes to the leader.
+NO_LEADER = "No leading balancer answers now; retry later"
+
+
+def leader_failed(leader: str | None) -> str:
+    return f"The leading balancer {leader} did not answer this change; see /rep before retrying"
+
+
 class ContractError(Exception):
     """A request the contract refuses; carries the HTTP status and the `<Error>` text."""
 

@@ -21,6 +21,10 @@ log = logging.getLogger("ringlb.admin")
 
 
 Handler = Callable[[bytes], Awaitable[LocalAnswer]]
+# Hands a write (method, path, body, authorization) to the leading balancer and returns its
+# answer, or None when this balancer leads (`ringlb.control.cluster`).
+Relay = Callable[[str, str, bytes, bytes | None], Awaitable[LocalAnswer | None]]
+WRITES = frozenset({("POST", "/add"), ("DELETE", "/rm"), ("POST", "/rm"), ("PUT", "/policy")})
 
 
 class AdminAPI:
@@ -40,6 +44,7 @@ class AdminAPI:
             "/policy": {"GET": self.get_policy, "HEAD": self.get_policy, "PUT": self.put_policy},
         }
         self.paths = frozenset(self._routes)
+        self.relay: Relay | None = None  # set when several balancers share the membership
 
     def mount(self, routes: dict[str, dict[str, Handler]]) -> None:
         """Adds routes (call before serving: connections copy `paths` when they open)."""
@@ -63,6 +68,10 @@ class AdminAPI:
             challenge = [(b"WWW-Authenticate", b'Bearer realm="ringlb"')]
             return LocalAnswer(401, contract.failure(contract.UNAUTHORIZED), challenge)
         try:
+            if self.relay is not None and (method, path) in WRITES:
+                relayed = await self.relay(method, path, body, authorization)
+                if relayed is not None:
+                    return relayed
             return await handler(body)
         except ContractError as exc:
             if exc.status >= 500:

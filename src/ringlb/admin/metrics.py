@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from ringlb.control.autoscaler import Autoscaler
+from ringlb.control.cluster import Cluster
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.supervisor import Supervisor
 from ringlb.dataplane.forward import Forwarder
@@ -57,12 +58,14 @@ class BalancerCollector(Collector):
         supervisor: Supervisor,
         layouts: LayoutCache,
         autoscaler: Autoscaler | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self._replicaset = replicaset
         self._forwarder = forwarder
         self._supervisor = supervisor
         self._layouts = layouts
         self._autoscaler = autoscaler
+        self._cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         rs, forwarder = self._replicaset, self._forwarder
@@ -145,6 +148,25 @@ class BalancerCollector(Collector):
             for direction, count in self._autoscaler.decisions.items():
                 decisions.add_metric([direction], count)
             yield decisions
+        if self._cluster is not None:
+            part = self._cluster.describe()
+            leader = GaugeMetricFamily(
+                "ringlb_balancer_leader",
+                "1 when this balancer leads the ones sharing its replicas, 0 when it follows.",
+                labels=["balancer"],
+            )
+            leader.add_metric([part["name"]], 1 if part["role"] == "leader" else 0)
+            yield leader
+            yield CounterMetricFamily(
+                "ringlb_leader_takeovers",
+                "Times this balancer took the lease over.",
+                value=part["takeovers"],
+            )
+            yield CounterMetricFamily(
+                "ringlb_relayed_writes",
+                "Admin writes this balancer handed to the leader.",
+                value=part["relayed_writes"],
+            )
         yield GaugeMetricFamily(
             "ringlb_replicas_serving",
             "Replicas in the ring (the actual count).",

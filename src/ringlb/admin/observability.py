@@ -15,6 +15,7 @@ from ringlb import contract
 from ringlb.admin.api import Handler
 from ringlb.admin.metrics import CONTENT_TYPE, BalancerCollector, LayoutCache, MetricsExporter
 from ringlb.control.autoscaler import Autoscaler
+from ringlb.control.cluster import Cluster
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.supervisor import Supervisor
 from ringlb.dataplane.forward import Forwarder
@@ -34,16 +35,20 @@ class ObservabilityRoutes:
         forwarder: Forwarder,
         supervisor: Supervisor,
         autoscaler: Autoscaler | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self._replicaset = replicaset
         self._forwarder = forwarder
         self._supervisor = supervisor
         self._layouts = LayoutCache(replicaset)
         self._metrics = MetricsExporter(
-            BalancerCollector(replicaset, forwarder, supervisor, self._layouts, autoscaler)
+            BalancerCollector(replicaset, forwarder, supervisor, self._layouts, autoscaler, cluster)
         )
-        # Extra sections of /status, by key, each computed when it is read (the workers).
+        # Extra sections of /status, by key, each computed when it is read (the workers;
+        # this balancer's role among several).
         self.sections: dict[str, Callable[[], Any]] = {}
+        if cluster is not None:
+            self.sections["balancer"] = cluster.describe
         self._page = resources.files("ringlb.admin").joinpath("dashboard.html").read_bytes()
         self.routes: dict[str, dict[str, Handler]] = {
             "/metrics": {"GET": self.metrics, "HEAD": self.metrics},

@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ringlb import contract
@@ -67,6 +67,15 @@ class Event:
     kind: str
     replica: str
     detail: str = ""
+
+
+def same_replica(replica: Replica | None, running: RunningReplica) -> bool:
+    """Whether `running` is `replica` (a name reused by a new replica is another one)."""
+    return replica is not None and (running.rid, running.host, running.port) == (
+        replica.rid,
+        replica.host,
+        replica.port,
+    )
 
 
 class SpawnError(Exception):
@@ -323,15 +332,42 @@ class ReplicaSet:
             await clock.sleep(READY_POLL)
         return False
 
-    def adopt(self, running: Iterable[RunningReplica]) -> None:
-        """Admits replicas the runtime already runs (after a balancer restart)."""
+    def follow(self, running: Sequence[RunningReplica], event: str = "joined") -> None:
+        """Makes the membership `running`, starting and stopping nothing: the replicas of a
+        membership another balancer leads (`ringlb.control.cluster`), or the ones this
+        balancer takes over (`event` "adopted": after a restart, or as a new leader).
+        Members that stay keep their state, except the dead; new ones serve at once (the
+        runtime or the caller has seen them run); ring ids are counted on above every id
+        seen."""
+        listed = {item.name: item for item in running}
+        gone = [
+            m
+            for name, m in self._members.items()
+            if m.state is MemberState.DOWN or name not in listed
+            or not same_replica(m.replica, listed[name])
+        ]  # fmt: skip
+        for member in gone:
+            del self._members[member.replica.name]
+            self.record_event("removed", member.replica.name)
+        joined = [item for item in running if item.name not in self._members]
+        kept = self._members
+        # In the runtime's order (by ring id, which is the leader's join order), so that
+        # /rep lists them alike on every balancer.
+        self._members = {}
         for item in running:
-            replica = Replica(name=item.name, rid=item.rid, host=item.host, port=item.port)
-            replica.weight = self._weights.get(item.name, 1.0)
-            self._members[item.name] = Member(replica, MemberState.SERVING)
-            self._next_rid = max(self._next_rid, item.rid + 1)
-            self.record_event("adopted", item.name)
-        self._publish()
+            member = kept.get(item.name)
+            if member is None:
+                weight = self._weights.get(item.name, 1.0)
+                replica = Replica(item.name, item.rid, item.host, item.port, weight=weight)
+                member = Member(replica, MemberState.SERVING)
+                self.record_event(event, item.name)
+            self._members[item.name] = member
+        self._next_rid = max([self._next_rid, *(item.rid + 1 for item in running)])
+        if gone or joined:
+            self._publish()
+        for member in gone:
+            for callback in self.on_forget:
+                callback(member.replica)
 
     async def retire(self, names: Sequence[str]) -> None:
         """Takes `names` out of the ring, lets in-flight requests finish, stops and forgets."""

@@ -65,7 +65,9 @@ def make_policy(name: str, **options: Any) -> Policy:
             listed = ", ".join(known_options) or "none"
             raise PolicyError(f"{name}: unknown option {option!r} (known: {listed})")
     bounded = boolean(name, "bounded", options.pop("bounded", False))
-    if "load_factor" in options and not bounded:
+    # The default load factor is accepted unbounded: GET /policy shows it, and what GET
+    # shows may be PUT back (or published to other balancers) as it is.
+    if options.get("load_factor", DEFAULT_LOAD_FACTOR) != DEFAULT_LOAD_FACTOR and not bounded:
         raise PolicyError(f"{name}: load_factor needs bounded true")
     load_factor = number(name, "load_factor", options.pop("load_factor", DEFAULT_LOAD_FACTOR), 1)
     try:

@@ -61,6 +61,11 @@ class Runtime(ABC):
         runtime's replicas; None when a balancer is alone with them."""
         return None
 
+    async def own_address(self) -> str | None:
+        """Returns the address the other balancers sharing the replicas reach this one at
+        (its address on the replicas' network), or None when the runtime cannot tell."""
+        return None
+
     async def deaths(self) -> AsyncIterator[str]:
         """Yields names of replicas that died on their own; runs until cancelled."""
         await asyncio.Event().wait()

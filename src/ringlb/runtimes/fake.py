@@ -3,7 +3,8 @@
 Starting one records it and returns an address nothing listens on (the test's probe
 decides whether it "answers"); `kill(name)` makes it die on its own, as a crash would, and
 `fail_start(name, reason)` makes its next start fail (`fail_starts(n)`: the next n starts,
-whatever the name). Every start and stop is recorded.
+whatever the name). Every start and stop is recorded. With a lease store, several balancers
+share the replicas: `beside()` is another balancer's runtime on the same ones.
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
 class FakeRuntime(Runtime):
     name = "fake"
 
-    def __init__(self, adopted: list[RunningReplica] | None = None) -> None:
+    def __init__(
+        self,
+        adopted: list[RunningReplica] | None = None,
+        lease: MemoryLeaseStore | None = None,
+    ) -> None:
         self.running: dict[str, RunningReplica] = {r.name: r for r in adopted or []}
+        self.lease = lease
         self.started: list[str] = []
         self.stopped: list[tuple[str, bool]] = []  # (name, force)
         self._failing: dict[str, str] = {}
         self._failing_any = 0
         self._deaths: asyncio.Queue[str] = asyncio.Queue()
         self._next_port = 20000
+
+    def beside(self) -> FakeRuntime:
+        """Returns the runtime of another balancer on the same replicas and lease."""
+        other = FakeRuntime(lease=self.lease)
+        other.running = self.running
+        return other
 
     def fail_start(self, name: str, reason: str = "no such image") -> None:
         """Makes the next start of `name` fail with `reason`."""
@@ -58,7 +70,13 @@ class FakeRuntime(Runtime):
         self.running.pop(name, None)
 
     async def adopt(self) -> list[RunningReplica]:
-        return list(self.running.values())
+        return await self.listing()
+
+    async def listing(self) -> list[RunningReplica]:
+        return sorted(self.running.values(), key=lambda r: r.rid)
+
+    def lease_store(self) -> MemoryLeaseStore | None:
+        return self.lease
 
     async def deaths(self) -> AsyncIterator[str]:
         while True:

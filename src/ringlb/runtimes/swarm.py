@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -327,6 +328,19 @@ class SwarmRuntime(Runtime):
 
     def lease_store(self) -> SwarmLeaseStore:
         return self._lease_store
+
+    async def own_address(self) -> str | None:
+        """The balancer's address on the overlay network, when it runs in a container of
+        this engine (whose hostname is its container id, as Docker sets it)."""
+        return await self._engine.call("finding this balancer's address", self._own_address)
+
+    def _own_address(self, api: docker.APIClient) -> str | None:
+        try:
+            info = api.inspect_container(socket.gethostname())
+        except NotFound:
+            return None
+        network = (info["NetworkSettings"].get("Networks") or {}).get(self._network) or {}
+        return network.get("IPAddress") or None
 
     def _list_ours(self, api: docker.APIClient) -> list[tuple[dict[str, Any], dict | None]]:
         services = api.services(filters={"label": self._owner_labels()})
