@@ -122,14 +122,16 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-## faults: the fault-injection suite (tests/faults, ~3 minutes), its figures rendered into
-## the table of docs/reliability.md (the Docker rows need a reachable engine and root)
+## faults: the fault-injection suite (tests/faults, and the kills of a balancer of two on a
+## one-node swarm from tests/swarm; ~5 minutes), its figures rendered into the table of
+## docs/reliability.md (the Docker and Swarm rows need a reachable engine, the image and root)
 FAULTS_REPORT := $(CURDIR)/.cache/faults.jsonl
+BALANCER_KILLS := tests/swarm/test_swarm_stack.py::test_docker_kill_of_a_balancer_costs_no_request_and_it_comes_back_as_a_follower
 faults: $(VENV)/.installed-dev
 	@mkdir -p .cache && rm -f $(FAULTS_REPORT)
 	RINGLB_FAULTS_REPORT=$(FAULTS_REPORT) \
 	RINGLB_FAULTS_RESTART_DOCKERD=$(RINGLB_FAULTS_RESTART_DOCKERD) $(BIN)/python -m pytest -q -s \
-	    tests/faults $(PYTEST_ARGS); status=$$?; \
+	    tests/faults $(BALANCER_KILLS) $(PYTEST_ARGS); status=$$?; \
 	$(BIN)/python scripts/faults_table.py $(FAULTS_REPORT) docs/reliability.md; exit $$status
 
 ## bench: ringlb vs HAProxy vs nginx vs a replica direct, HTTPS and WebSocket rows, then

@@ -6,9 +6,10 @@
 up: puts the engine in a one-node swarm when it is in none (and labels its node so that
 `down` knows to leave it), creates the attachable overlay network, deploys
 deploy/stack.yml as the stack `ringlb` (every RINGLB_* setting set here passed on, see
-settings_override.py) and waits until the balancer's /rep answers. down: removes the
-stack, every replica service the balancer started (by label), the network, and leaves
-the swarm only if `up` joined it. The engine is the one the docker CLI talks to
+settings_override.py; on a one-node swarm a second balancer on RINGLB_SECOND_PORT, 5001)
+and waits until every balancer's /rep answers. down: removes the stack, every service the
+balancers made (replicas and their lease, by label), the network, and leaves the swarm
+only if `up` joined it. The engine is the one the docker CLI talks to
 (DOCKER_HOST or the default socket); the image must be built (`make build`).
 """
 
@@ -31,6 +32,8 @@ INIT_LABEL = "ringlb.swarm-init"  # on the node of a swarm that `up` created
 IMAGE = os.environ.get("RINGLB_IMAGE", "ringlb:latest")
 NETWORK = os.environ.get("RINGLB_SWARM_NETWORK", "net1")
 HOST_PORT = int(os.environ.get("RINGLB_HOST_PORT", "5000"))
+SECOND_PORT = int(os.environ.get("RINGLB_SECOND_PORT", str(HOST_PORT + 1)))
+BALANCERS = ("lb", "lb-second")  # deploy/stack.yml's balancer services
 # Where /rep is probed and `swarm init` advertises: this machine unless told otherwise.
 PROBE_HOST = os.environ.get("RINGLB_SWARM_PROBE_HOST", "127.0.0.1")
 ADVERTISE = os.environ.get("RINGLB_SWARM_ADVERTISE_ADDR", "127.0.0.1")
@@ -71,6 +74,10 @@ def node_id() -> str:
     return docker("info", "--format", "{{.Swarm.NodeID}}")
 
 
+def node_ids() -> list[str]:
+    return docker("node", "ls", "-q").split()
+
+
 def ensure_network() -> None:
     listed = docker("network", "ls", "--format", "{{.Name}} {{.Driver}}").splitlines()
     found = dict(line.split() for line in listed).get(NETWORK)  # the name filter is a substring
@@ -93,13 +100,16 @@ def deploy() -> None:
     if not image_id:
         sys.exit(f"swarm: image {IMAGE} not found: make build first")
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "settings_override.py"), str(STACK_FILE), "lb",
-         str(OVERRIDE)],
+        [sys.executable, str(REPO / "scripts" / "settings_override.py"), str(STACK_FILE),
+         ",".join(BALANCERS), str(OVERRIDE)],
         check=True,
     )  # fmt: skip
     host = os.environ.get("DOCKER_HOST", "")
     socket = host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
     os.environ.update(RINGLB_IMAGE_REF=image_id, RINGLB_ENGINE_SOCKET=socket)
+    os.environ.update(RINGLB_SECOND_PORT=str(SECOND_PORT))
+    # Global mode runs one balancer per node: on one node, a second one beside it.
+    os.environ.setdefault("RINGLB_SECOND_BALANCER", "1" if len(node_ids()) == 1 else "0")
     say(f"deploying stack {STACK} ({IMAGE} = {image_id[:19]})")
     docker(
         "stack", "deploy", "--resolve-image", "never", "--prune",
@@ -107,32 +117,51 @@ def deploy() -> None:
     )  # fmt: skip
 
 
-def wait_for_rep() -> None:
-    url = f"http://{PROBE_HOST}:{HOST_PORT}/rep"
+def balancer_ports() -> list[int]:
+    second = os.environ.get("RINGLB_SECOND_BALANCER", "0") != "0"
+    return [HOST_PORT, SECOND_PORT] if second else [HOST_PORT]
+
+
+def wait_for_rep(ports: list[int]) -> None:
+    """Waits until every balancer's /rep answers with the same replicas, and some: a
+    follower answers as soon as it listens, with what the leader runs by then."""
     deadline = time.monotonic() + WAIT
     while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                say(f"{url}: {reply.read().decode()}")
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                docker("service", "ps", "--no-trunc", f"{STACK}_lb", check=False)
-                sys.exit(f"swarm: no answer from {url} within {WAIT:g} s (make swarm-ps)")
-            time.sleep(0.5)
+        answers = {port: rep(port) for port in ports}
+        lists = list(answers.values())
+        wanted = lists[0] or os.environ.get("RINGLB_REPLICAS") == "0"
+        if lists[0] is not None and wanted and all(names == lists[0] for names in lists):
+            say(f"/rep on {', '.join(map(str, ports))}: {', '.join(lists[0])}")
+            return
+        if time.monotonic() > deadline:
+            for service in BALANCERS:
+                print(docker("service", "ps", "--no-trunc", f"{STACK}_{service}", check=False))
+            sys.exit(f"swarm: /rep answers {answers} after {WAIT:g} s (make swarm-ps)")
+        time.sleep(0.5)
+
+
+def rep(port: int) -> list[str] | None:
+    """Returns the replicas /rep lists on `port`, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://{PROBE_HOST}:{port}/rep", timeout=2) as reply:
+            return json.loads(reply.read())["message"]["replicas"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def up() -> None:
     join_or_init()
     ensure_network()
     deploy()
-    wait_for_rep()
-    say(f"ringlb serves on http://{PROBE_HOST}:{HOST_PORT} (make swarm-ps, make swarm-down)")
+    ports = balancer_ports()
+    wait_for_rep(ports)
+    where = " and ".join(f"http://{PROBE_HOST}:{port}" for port in ports)
+    say(f"ringlb serves on {where} (make swarm-ps, make swarm-down)")
 
 
-def replica_services() -> list[str]:
-    labels = ["--filter", f"label=ringlb.owner={OWNER}", "--filter", "label=ringlb.role=replica"]
-    return docker("service", "ls", "-q", *labels).split()
+def balancer_made_services() -> list[str]:
+    """Returns the services the balancers made: the replicas and the lease."""
+    return docker("service", "ls", "-q", "--filter", f"label=ringlb.owner={OWNER}").split()
 
 
 def until(what: str, done, timeout: float = 60.0) -> None:
@@ -147,14 +176,14 @@ def down() -> None:
     if swarm_state() != "active":
         say("the engine is in no swarm: nothing to remove")
         return
-    # The balancer first, so that it does not replace the replicas removed next.
+    # The balancers first, so that they do not replace the replicas removed next.
     docker("stack", "rm", STACK, check=False)
     until("the stack", lambda: not docker("stack", "ps", "-q", STACK, check=False))
-    services = replica_services()
+    services = balancer_made_services()
     if services:
-        say(f"removing {len(services)} replica service(s)")
+        say(f"removing {len(services)} service(s) the balancers made (replicas, lease)")
         docker("service", "rm", *services, check=False)
-    until("replica services", lambda: not replica_services())
+    until("the balancers' services", lambda: not balancer_made_services())
     network = docker("network", "ls", "-q", "--filter", f"label=ringlb.owner={OWNER}")
     if network:
         # Removed once the tasks' containers have left it.

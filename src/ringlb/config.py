@@ -151,7 +151,9 @@ class Settings(BaseSettings):
     balancer_address: str | None = Field(
         None,
         description="swarm runtime: host:port where the other balancers reach this one's admin "
-        "API, to relay writes to the leader (default: the hostname's address and the port).",
+        "API, to relay writes to the leader (default: its address on the replicas' network, "
+        "found from the engine when it runs in a container, else its hostname's; and the admin "
+        "port, else the port).",
     )
 
     heartbeat_interval: float = Field(1.0, gt=0, description="Seconds between heartbeats.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from private_engine import Lan, Netns, PrivateEngine
 IMAGE = os.environ.get("RINGLB_IMAGE", "ringlb:latest")
 OWNER = "ringlb-swarm"  # deploy/stack.yml's RINGLB_DOCKER_OWNER
 PORT = 5000  # published in the engine's namespace: no clash with this machine's ports
+SECOND = 5001  # the second balancer of a one-node swarm (deploy/stack.yml's lb-second)
+BALANCERS = {PORT: "lb", SECOND: "lb-second"}  # published port -> stack service
 GENERATED = re.compile(r"^server_[0-9a-f]{6}$")
 
 
@@ -125,12 +128,52 @@ class SwarmStack:
         }
         return cls(engine, netns.address, env)
 
-    def call(self, method: str, path: str, payload: object | None = None, timeout: float = 30):
+    def call(
+        self,
+        method: str,
+        path: str,
+        payload: object | None = None,
+        timeout: float = 30,
+        port: int = PORT,
+    ):
         body = None if payload is None else json.dumps(payload)
-        return request(PORT, method, path, body=body, host=self.host, timeout=timeout)
+        return request(port, method, path, body=body, host=self.host, timeout=timeout)
 
-    def replicas(self) -> list[str]:
-        return self.call("GET", "/rep").json()["message"]["replicas"]
+    def replicas(self, port: int = PORT) -> list[str]:
+        return self.call("GET", "/rep", port=port).json()["message"]["replicas"]
+
+    def balancer(self, port: int) -> dict:
+        """Returns the `balancer` section of /status on `port`: name, role, leader..."""
+        return self.call("GET", "/status", port=port, timeout=5).json()["message"]["balancer"]
+
+    def settled(self) -> list[str]:
+        """Waits until every balancer lists the same replicas (a change made on one shows
+        on the others within a sync interval); returns them."""
+        return wait_until(lambda: self._agreed(), 10, interval=0.05)
+
+    def _agreed(self) -> list[str] | None:
+        lists = [self.replicas(port) for port in BALANCERS]
+        return lists[0] if all(names == lists[0] for names in lists) else None
+
+    def roles(self) -> dict[int, str]:
+        """Returns each balancer's role by port (every one answering)."""
+        return {port: self.balancer(port)["role"] for port in BALANCERS}
+
+    def homes(self, port: int, keys: list[int]) -> list[str]:
+        """Returns which replica answered GET /home for each key (`X-Request-ID`), over one
+        kept-alive connection."""
+        conn = http.client.HTTPConnection(self.host, port, timeout=30)
+        names = []
+        try:
+            for key in keys:
+                conn.request("GET", "/home", headers={"X-Request-ID": f"{key:06d}"})
+                reply = conn.getresponse()
+                body = reply.read()
+                assert reply.status == 200, f"port {port}, key {len(names)}: {body!r}"
+                names.append(json.loads(body)["message"].removeprefix("Hello from Server: "))
+        finally:
+            conn.close()
+        return names
 
     def docker(self, *args: str) -> str:
         done = subprocess.run(
@@ -168,39 +211,63 @@ class SwarmStack:
         return self.docker("ps", "-q", "--filter", f"label=ringlb.name={name}")
 
     def balancer_log(self, *words: str) -> str:
-        """Returns the balancer's log lines that contain one of `words` (to print)."""
-        done = subprocess.run(
-            ["docker", "-H", self.engine.url, "service", "logs", "--raw", "ringlb_lb"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        lines = (done.stdout + done.stderr).splitlines()
+        """Returns the balancers' log lines that contain one of `words` (to print)."""
+        lines = []
+        for service in BALANCERS.values():
+            done = subprocess.run(
+                ["docker", "-H", self.engine.url, "service", "logs", "--raw", f"ringlb_{service}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            lines += (done.stdout + done.stderr).splitlines()
         return "\n".join(line for line in lines if any(word in line for word in words))
 
-    def balancer_container(self) -> str:
-        return self.docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name=ringlb_lb")
+    def balancer_container(self, port: int = PORT) -> str:
+        """Returns the id of the running container of the balancer published on `port`."""
+        label = f"label=com.docker.swarm.service.name=ringlb_{BALANCERS[port]}"
+        return self.docker("ps", "-q", "--filter", label)
 
 
 @dataclass
 class RequestLoop:
     """GET /home in a loop on a thread while the block runs (bounded: 20,000 requests);
-    records every failure. Waits for 50 requests on entry and 50 more on exit."""
+    records every failure. Waits for 50 requests on entry and 50 more on exit.
+
+    With several `ports` (balancers), requests go to each in turn, and one whose connection
+    is refused or reset is sent once more to the next balancer, as a client of several
+    balancers behind DNS round robin does; it fails only when that fails too."""
 
     stack: SwarmStack
+    ports: tuple[int, ...] = (PORT,)
     failures: list[str] = field(default_factory=list)
     sent: int = 0
+    retried: int = 0
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
+    def _once(self, port: int) -> None:
+        reply = self.stack.call("GET", "/home", timeout=10, port=port)
+        if reply.status != 200:
+            self.failures.append(f"{port}: {reply.status} {reply.body[:200]!r}")
+
     def _run(self) -> None:
+        ports = self.ports
         while not self._done.is_set() and self.sent < 20_000:
+            port = ports[self.sent % len(ports)]
             try:
-                reply = self.stack.call("GET", "/home", timeout=10)
-                if reply.status != 200:
-                    self.failures.append(f"{reply.status} {reply.body[:200]!r}")
-            except OSError as exc:
-                self.failures.append(repr(exc))
+                self._once(port)
+            except (ConnectionError, http.client.RemoteDisconnected) as exc:
+                if len(ports) == 1:
+                    self.failures.append(f"{port}: {exc!r}")
+                else:
+                    self.retried += 1
+                    try:
+                        self._once(ports[(self.sent + 1) % len(ports)])
+                    except OSError as again:
+                        self.failures.append(f"{port}: {exc!r}, then {again!r}")
+            except OSError as exc:  # a timeout: not a refused or reset connection
+                self.failures.append(f"{port}: {exc!r}")
             self.sent += 1
 
     def __enter__(self) -> RequestLoop:

@@ -123,6 +123,17 @@ def test_a_follower_takes_the_policy_and_target_the_leader_publishes() -> None:
         await b.cluster.sync()
         assert b.rs.target == 3
         assert b.rs.policy.name == "ring" and b.rs.policy.options["vnodes"] == 50
+        # A policy set through b (relayed, then taken from the leader's answer) is not
+        # undone by the record, which shows it only from the leader's next renewal.
+        a.rs.set_policy(make_policy("rendezvous"))
+        b.rs.set_policy(make_policy("rendezvous"))
+        await b.cluster.sync()
+        assert b.rs.policy.name == "rendezvous"
+        clock.advance(RENEW)
+        await a.cluster.lease.step()
+        await b.cluster.lease.step()
+        await b.cluster.sync()
+        assert b.rs.policy.name == "rendezvous"
 
     run(go())
 

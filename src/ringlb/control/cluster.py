@@ -68,6 +68,7 @@ class Cluster:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self.relayed = 0  # writes handed to the leader
+        self._published_policy = ""  # the last policy taken from the lease record
 
     @property
     def leading(self) -> bool:
@@ -125,7 +126,10 @@ class Cluster:
         record = self.lease.record
         if record is not None and record.target is not None:
             rs.target = record.target
-        if record is not None and record.policy:
+        # Only a policy the leader published anew: the record lags a relayed PUT /policy by
+        # up to a renewal, and taking its older policy again would flap between the two.
+        if record is not None and record.policy and record.policy != self._published_policy:
+            self._published_policy = record.policy
             self._apply_policy(json.loads(record.policy))
 
     def _forget_reported_deaths(self) -> None:
