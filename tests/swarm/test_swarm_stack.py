@@ -89,7 +89,7 @@ def test_both_balancers_send_10000_keys_to_the_same_replicas(stack: SwarmStack) 
     keys = random.Random(13).sample(range(10**6), 10_000)
     assert len(stack.settled()) == 3
     follower = next(port for port, role in stack.roles().items() if role == "follower")
-    for policy in ("assignment", "maglev"):
+    for policy in ("assignment", "maglev", "ring", "rendezvous"):  # every hash policy
         if policy != "assignment":  # switched on the follower: the leader takes it
             reply = stack.call("PUT", "/policy", {"name": policy}, port=follower)
             assert reply.status == 200, reply.body
