@@ -77,6 +77,10 @@ class DockerRuntime(Runtime):
         # container is removed, so events about containers we remove on purpose are ignored.
         self._live: dict[str, str] = {}
         self._orphans: set[str] = set()  # ids of containers a failed stop left behind
+        # Ids of containers the event stream said were killed or died: kept for their owner
+        # even when the engine still shows them running (a `kill` event comes before the
+        # container has stopped, and removing it then breaks the owner's `docker rm`).
+        self._reported_dead: set[str] = set()
         self._events: Any = None  # the open event stream, closed to stop the reader thread
 
     # -- Runtime -------------------------------------------------------------------------
@@ -192,12 +196,15 @@ class DockerRuntime(Runtime):
         """Removes the container unless it stopped on its own and `keep_dead` is set;
         returns "kept" or "removed" (also when it was already gone)."""
         if self._keep_dead > 0:
+            if container_id in self._reported_dead:
+                return "kept"
             try:
                 state = api.inspect_container(container_id)["State"]
             except NotFound:
                 return "removed"
             if not state.get("Running"):
                 return "kept"
+        self._reported_dead.discard(container_id)
         _remove(api, container_id)
         return "removed"
 
@@ -206,6 +213,7 @@ class DockerRuntime(Runtime):
 
         def expire() -> None:
             self._kept.pop(container_id, None)
+            self._reported_dead.discard(container_id)
             task = loop.create_task(self._remove_kept(container_id))
             self._removals.add(task)
             task.add_done_callback(self._removals.discard)
@@ -273,6 +281,7 @@ class DockerRuntime(Runtime):
                 # between the reader's check and now.
                 if self._live.get(name) == container_id:
                     log.warning("container %s died (Docker event)", name)
+                    self._reported_dead.add(container_id)
                     yield name
         finally:
             stopped.set()
