@@ -84,14 +84,20 @@ def pair(policy: str = "maglev") -> tuple[Balancer, Balancer, ManualClock]:
     )
 
 
+async def joined(policy: str = "maglev") -> tuple[Balancer, Balancer, ManualClock]:
+    """A pair that has read the lease: `a` leads (it read it first), `b` follows."""
+    a, b, clock = pair(policy)
+    await a.cluster.join("a:5000")
+    await b.cluster.join("b:5000")
+    return a, b, clock
+
+
 @pytest.mark.parametrize("policy", HASH_POLICIES)
 def test_a_follower_mirrors_the_leaders_replicas_and_routes_10000_keys_alike(
     policy: str,
 ) -> None:
     async def go() -> None:
-        a, b, _ = pair(policy)
-        await a.cluster.join("a:5000")
-        await b.cluster.join("b:5000")
+        a, b, _ = await joined(policy)
         assert (a.cluster.leading, b.cluster.leading) == (True, False)
         await a.add("S1", "S2", n=4)
         await a.add(n=2)
@@ -112,9 +118,7 @@ def test_a_follower_mirrors_the_leaders_replicas_and_routes_10000_keys_alike(
 
 def test_a_follower_takes_the_policy_and_target_the_leader_publishes() -> None:
     async def go() -> None:
-        a, b, clock = pair("maglev")
-        await a.cluster.join("a:5000")
-        await b.cluster.join("b:5000")
+        a, b, clock = await joined("maglev")
         await a.add(n=3)
         a.rs.set_policy(make_policy("ring", vnodes=50))
         clock.advance(RENEW)
@@ -140,9 +144,7 @@ def test_a_follower_takes_the_policy_and_target_the_leader_publishes() -> None:
 
 def test_a_follower_drops_a_replica_it_cannot_reach_and_takes_it_back_when_it_answers() -> None:
     async def go() -> None:
-        a, b, _ = pair()
-        await a.cluster.join("a:5000")
-        await b.cluster.join("b:5000")
+        a, b, _ = await joined()
         await a.add("S1", "S2", "S3")
         await b.cluster.sync()
         await b.rs.settled()
@@ -166,9 +168,7 @@ def test_a_follower_drops_a_replica_it_cannot_reach_and_takes_it_back_when_it_an
 
 def test_a_follower_takes_over_once_when_the_lease_runs_out_and_leads_until_it_loses_it() -> None:
     async def go() -> None:
-        a, b, clock = pair()
-        await a.cluster.join("a:5000")
-        await b.cluster.join("b:5000")
+        a, b, clock = await joined()
         await a.add(n=3)
         clock.advance(RENEW)
         await a.cluster.lease.step()  # publishes target 3; then a dies
@@ -214,9 +214,7 @@ def test_a_write_on_a_follower_without_a_leader_answers_503_after_the_lease_time
 
 def test_a_new_leader_counts_ring_ids_above_every_id_it_finds() -> None:
     async def go() -> None:
-        a, b, _ = pair()
-        await a.cluster.join("a:5000")
-        await b.cluster.join("b:5000")
+        a, b, _ = await joined()
         await a.add(n=3)
         await b.cluster.sync()
         b.rs.follow(await b.runtime.adopt(), "adopted")  # what a takeover does

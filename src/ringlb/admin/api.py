@@ -24,7 +24,8 @@ Handler = Callable[[bytes], Awaitable[LocalAnswer]]
 # Hands a write (method, path, body, authorization) to the leading balancer and returns its
 # answer, or None when this balancer leads (`ringlb.control.cluster`).
 Relay = Callable[[str, str, bytes, bytes | None], Awaitable[LocalAnswer | None]]
-WRITES = frozenset({("POST", "/add"), ("DELETE", "/rm"), ("POST", "/rm"), ("PUT", "/policy")})
+READS = ("GET", "HEAD")  # every other method changes state: it needs the token, and a
+# follower relays it to the leader
 
 
 class AdminAPI:
@@ -68,7 +69,7 @@ class AdminAPI:
             challenge = [(b"WWW-Authenticate", b'Bearer realm="ringlb"')]
             return LocalAnswer(401, contract.failure(contract.UNAUTHORIZED), challenge)
         try:
-            if self.relay is not None and (method, path) in WRITES:
+            if self.relay is not None and method not in READS:
                 relayed = await self.relay(method, path, body, authorization)
                 if relayed is not None:
                     return relayed
@@ -82,7 +83,7 @@ class AdminAPI:
             return LocalAnswer(500, contract.failure("Internal error; see the balancer log"))
 
     def _authorized(self, method: str, authorization: bytes | None) -> bool:
-        if self._token is None or (method in ("GET", "HEAD") and not self._protect_reads):
+        if self._token is None or (method in READS and not self._protect_reads):
             return True
         # Constant time: the comparison must not tell how much of a guess was right.
         return hmac.compare_digest(authorization or b"", self._token)

@@ -27,11 +27,16 @@ import aiohttp
 from ringlb import contract
 from ringlb.clock import Clock
 from ringlb.control.lease import Lease, LeaseStore, Role
-from ringlb.control.membership import MemberState, Probe, ReplicaSet, same_replica
+from ringlb.control.membership import (
+    MemberState,
+    Probe,
+    ReplicaSet,
+    replica_of,
+    same_replica,
+)
 from ringlb.dataplane.routing import LocalAnswer
-from ringlb.model import Replica
 from ringlb.policies import PolicyError, describe_policy, make_policy
-from ringlb.runtimes import RunningReplica, Runtime, RuntimeFailure
+from ringlb.runtimes import Runtime, RuntimeFailure
 
 log = logging.getLogger("ringlb.cluster")
 
@@ -92,11 +97,12 @@ class Cluster:
         """Follows until the lease makes this balancer the leader, then calls `take_over`;
         leads until it loses the lease, and then raises LeadershipLost."""
         changed = self.lease.changed
-        if not self.leading:
-            while not self.leading:
-                changed.clear()
-                await self._sync_quietly()
-                await self._clock.wait(changed, self._sync_interval)
+        followed = not self.leading
+        while not self.leading:
+            changed.clear()
+            await self._sync_quietly()
+            await self._clock.wait(changed, self._sync_interval)
+        if followed:
             self._forget_reported_deaths()  # a follower's view; the leader looks again
             await take_over()
         while self.leading:
@@ -118,7 +124,7 @@ class Cluster:
         self._forget_reported_deaths()
         known = {r.name: r for r, state in rs.members() if state is not MemberState.DOWN}
         fresh = [item for item in running if not same_replica(known.get(item.name), item)]
-        answers = await asyncio.gather(*(self._probe(_replica(item)) for item in fresh))
+        answers = await asyncio.gather(*(self._probe(replica_of(item)) for item in fresh))
         refused = {item.name for item, ok in zip(fresh, answers, strict=True) if not ok}
         if self.leading:
             return  # took over meanwhile: the leader's own view rules
@@ -222,7 +228,3 @@ class Cluster:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _replica(item: RunningReplica) -> Replica:
-    return Replica(item.name, item.rid, item.host, item.port)

@@ -69,6 +69,11 @@ class Event:
     detail: str = ""
 
 
+def replica_of(running: RunningReplica, weight: float = 1.0) -> Replica:
+    """Returns a Replica for what a runtime reports running."""
+    return Replica(running.name, running.rid, running.host, running.port, weight=weight)
+
+
 def same_replica(replica: Replica | None, running: RunningReplica) -> bool:
     """Whether `running` is `replica` (a name reused by a new replica is another one)."""
     return replica is not None and (running.rid, running.host, running.port) == (
@@ -357,8 +362,7 @@ class ReplicaSet:
         for item in running:
             member = kept.get(item.name)
             if member is None:
-                weight = self._weights.get(item.name, 1.0)
-                replica = Replica(item.name, item.rid, item.host, item.port, weight=weight)
+                replica = replica_of(item, self._weights.get(item.name, 1.0))
                 member = Member(replica, MemberState.SERVING)
                 self.record_event(event, item.name)
             self._members[item.name] = member
