@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: pyproject.toml setup.py | $(BIN)/python
 
 # The compiled hot path again whenever its source changes (a stale build is not used: the
 # process runs the source and says so, see ringlb.hotpath).
-HOT_PATH := src/ringlb/model.py $(filter-out %/testing.py,$(wildcard src/ringlb/dataplane/*.py))
+HOT_PATH := src/ringlb/model.py src/ringlb/policies/maglev_fill.py $(filter-out %/testing.py,$(wildcard src/ringlb/dataplane/*.py))
 $(VENV)/.compiled: $(HOT_PATH) | $(VENV)/.installed-run
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@

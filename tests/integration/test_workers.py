@@ -83,9 +83,12 @@ def test_metrics_and_status_add_up_every_worker(balancer: BalancerProcess) -> No
 
 
 def test_an_add_reaches_every_worker_before_it_answers(balancer: BalancerProcess) -> None:
+    taken = {w["index"]: w["tables_taken"] for w in status(balancer)["workers"]}
     reply = balancer.call("POST", "/add", {"n": 1, "hostnames": ["W1"]})
     assert reply.status == 200, reply.body
     workers = status(balancer)["workers"]
+    # The default policy is maglev: the control process built the table, the workers took it.
+    assert all(w["tables_taken"] == taken[w["index"]] + 1 for w in workers), (taken, workers)
     versions = {w["version"] for w in workers}
     print(
         f"\n/add reached the workers in {[w['reach_ms'] for w in workers]} ms, "
@@ -97,6 +100,12 @@ def test_an_add_reaches_every_worker_before_it_answers(balancer: BalancerProcess
         return any(served_by(balancer.get("/home")) == "W1" for _ in range(40))
 
     wait_until(reaches_w1, 10)
+    for key in ("123456", "654321", "client-7", "client-8"):  # on the tables taken
+        names = {
+            served_by(request(balancer.port, "GET", "/home", headers={"X-Request-ID": key}))
+            for _ in range(20)
+        }
+        assert len(names) == 1, (key, names)
     assert balancer.call("DELETE", "/rm", {"hostnames": ["W1"]}).status == 200
     assert "W1" not in balancer.replicas()
 

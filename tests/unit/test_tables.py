@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ringlb.control.tables import TableBuilder
 from ringlb.model import Replica, Snapshot
 from ringlb.policies import make_policy
-from ringlb.policies.base import build_in_slices, run_to_end
+from ringlb.policies.base import build_in_slices, picker_from_shared, run_to_end, table_to_share
 
 SLICED = [
     ("maglev", {"table_size": 5003}),
@@ -155,3 +155,62 @@ def test_without_an_event_loop_the_table_builds_at_once(policy_name: str) -> Non
     group = named([f"s{i}" for i in range(5)])
     builder.rebuild(1, group, policy)
     assert builder.complete.is_set() and published.last.names() == [r.name for r in group]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    bounded=st.booleans(),
+    weights=st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=1, max_size=9),
+)
+def test_a_shared_maglev_table_makes_the_picker_its_build_makes(
+    bounded: bool, weights: list[float]
+) -> None:
+    policy = make_policy("maglev", table_size=5003, bounded=bounded)
+    group = named([f"s{i}" for i in range(len(weights))], weights)
+    built = policy.build(group)
+    shared = table_to_share(built)
+    assert shared is not None and len(shared) == 5003  # one byte an entry under 256 replicas
+    # The receiving side has replicas of its own, alike and in the same order.
+    theirs = named([r.name for r in group], weights)
+    made = picker_from_shared(policy, theirs, shared)
+    assert made is not None
+    assert owners(made, range(20_000)) == owners(built, range(20_000))
+    assert set(made.pick(k) for k in range(2000)) <= set(theirs)
+    assert [r.name for r in made.candidates(12345)] == [r.name for r in built.candidates(12345)]
+
+
+def test_a_shared_table_that_cannot_be_the_policys_is_refused() -> None:
+    policy = make_policy("maglev", table_size=5003)
+    group = named(["a", "b", "c"])
+    shared = table_to_share(policy.build(group))
+    assert shared is not None
+    with pytest.raises(ValueError, match=r"maglev: a shared table of 5003 entries does not fit"):
+        picker_from_shared(policy, group[:2], shared)  # index 2 has no replica
+    with pytest.raises(ValueError, match=r"a shared table of 4999 entries does not fit a table"):
+        picker_from_shared(policy, group, shared[:4999])
+
+
+@pytest.mark.parametrize("name", ["ring", "rendezvous", "round_robin", "assignment"])
+def test_policies_whose_build_is_cheap_share_no_table(name: str) -> None:
+    policy = make_policy(name)
+    assert table_to_share(policy.build(named(["a", "b"]))) is None
+    assert picker_from_shared(policy, named(["a", "b"]), b"\x00\x01") is None
+
+
+async def test_a_build_in_progress_ends_at_once_with_the_picker_made_elsewhere() -> None:
+    policy = make_policy("maglev")
+    published = Published()
+    builder = TableBuilder(policy, published)
+    completed: list[Snapshot] = []
+    builder.on_complete.append(completed.append)
+    group = named(["a", "b", "c"])
+    builder.rebuild(1, group, policy)
+    assert not builder.complete.is_set()
+    elsewhere = policy.build(group)
+    assert not builder.adopt(2, elsewhere)  # not the version building
+    assert builder.adopt(1, elsewhere)
+    assert builder.complete.is_set() and published.last.picker is elsewhere
+    assert [(s.version, s.picker) for s in completed] == [(1, elsewhere)]
+    assert not builder.adopt(1, elsewhere)  # nothing builds any more
+    await asyncio.sleep(0.05)  # the build it ended publishes nothing after it
+    assert published.last.picker is elsewhere and len(completed) == 1

@@ -4,10 +4,15 @@ reported, outliers reported once per run of errors; the policy spec round trip."
 
 from __future__ import annotations
 
+import asyncio
+import base64
+
 import pytest
 
 from ringlb.control.outliers import OutlierRules
+from ringlb.model import Replica
 from ringlb.policies import REGISTRY, describe_policy, make_policy
+from ringlb.policies.base import table_to_share
 from ringlb.workers.pool import policy_spec
 from ringlb.workers.worker import PushedMembership, policy_of
 
@@ -20,12 +25,18 @@ class RecordingChannel:
         self.sent.append(message)
 
 
-def push(version: int, members: list[tuple[str, int, bool]], policy: str = "round_robin"):
+def push(
+    version: int,
+    members: list[tuple[str, int, bool]],
+    policy: str = "round_robin",
+    table_follows: bool = False,
+):
     return {
         "op": "membership",
         "version": version,
         "policy": {"name": policy, "options": {}},
         "members": [[n, rid, "127.0.0.1", 6000 + rid, 1.0, s] for n, rid, s in members],
+        "table_follows": table_follows,
     }
 
 
@@ -67,6 +78,36 @@ async def test_a_maglev_push_builds_the_same_table_as_the_control_process() -> N
     here = routing.snapshot.picker
     there = make_policy("maglev").build(routing.replicas())
     assert all(here.pick(k).name == there.pick(k).name for k in range(0, 10**6, 997))
+
+
+async def test_a_worker_takes_the_control_processs_table_of_the_push_it_routes_on() -> None:
+    members = [("s1", 1, True), ("s2", 2, True), ("s3", 3, True)]
+    routing = PushedMembership(RecordingChannel(), OutlierRules(3, 10.0, 2))  # type: ignore[arg-type]
+    routing.apply(push(1, members, "maglev", table_follows=True))
+    assert not routing.tables.complete.is_set()  # waits for the table, on the interim
+    await asyncio.sleep(0.05)
+    assert not routing.tables.complete.is_set() and routing.tables.builds_sliced == 0
+    control = make_policy("maglev").build(
+        [Replica(n, rid, "127.0.0.1", 6000 + rid) for n, rid, _ in members]
+    )
+    table = {"op": "table", "table": base64.b64encode(table_to_share(control)).decode()}
+    assert not routing.adopt_table({**table, "version": 0})  # not the push it routes on
+    assert routing.adopt_table({**table, "version": 1})
+    assert routing.tables.complete.is_set() and routing.tables_taken == 1
+    here = routing.snapshot.picker
+    assert all(
+        here.pick(k) is routing.replica(control.pick(k).name, control.pick(k).rid)
+        for k in range(0, 10**6, 997)
+    )
+
+    routing.apply(push(2, members, "maglev", table_follows=True))
+    s1 = routing.replica("s1", 1)
+    assert s1 is not None
+    routing.eject(s1)  # this worker routes on less than push 2 now: it builds that here
+    assert not routing.adopt_table({**table, "version": 2})
+    await routing.tables.settled()
+    assert routing.snapshot.names() == ["s2", "s3"] and routing.tables_taken == 1
+    assert routing.tables.builds_sliced == 1
 
 
 @pytest.mark.parametrize("bounded", [False, True])

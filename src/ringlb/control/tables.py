@@ -11,6 +11,9 @@ gets traffic once the table that holds it is complete (`settled()` waits for tha
 
 A newer change supersedes a build in progress (its result would be stale). The tables are
 the same as a one-shot build's: slicing changes when work runs, never what it computes.
+A table can also be built elsewhere (`rebuild(..., elsewhere=True)`, then `adopt`): a
+worker of `--workers N` routes on the interim snapshot until the table its control process
+built arrives (see `ringlb.policies.base.table_to_share`).
 """
 
 from __future__ import annotations
@@ -68,20 +71,32 @@ class TableBuilder:
         self._publish = publish
         self._complete = Snapshot(0, (), policy.build(()), policy.keyed)
         self._task: asyncio.Task[None] | None = None
+        # The build in progress: (version, serving, keyed) of the snapshot it will publish.
+        self._building: tuple[int, tuple[Replica, ...], bool] | None = None
         self.complete = asyncio.Event()  # set while the published snapshot is complete
         self.complete.set()
         self.builds_sliced = 0  # builds that had to finish in a task (for tests and figures)
         # The most CPU time (s, of this thread: a preemption by the OS is not counted) one
         # turn of the event loop spent building: the stall a rebuild adds (bench/stall.py).
         self.longest_turn = 0.0
+        # Called with each complete snapshot once published (a control process shares tables).
+        self.on_complete: list[Callable[[Snapshot], None]] = []
         publish(self._complete)
 
-    def rebuild(self, version: int, serving: Sequence[Replica], policy: Policy) -> None:
+    def rebuild(
+        self, version: int, serving: Sequence[Replica], policy: Policy, elsewhere: bool = False
+    ) -> None:
         """Publishes the snapshot `version` of `serving` under `policy`: at once when its
         picker builds within SLICE_BUDGET, else an interim one now and the complete one
-        when the build ends."""
+        when the build ends. `elsewhere`: the picker is built elsewhere and handed to
+        `adopt`; until then the interim one is published."""
         self._cancel()
         serving = tuple(serving)
+        if elsewhere:
+            self.complete.clear()
+            self._publish(self._interim(version, serving))
+            self._building = (version, serving, policy.keyed)
+            return
         steps = build_in_slices(policy, serving)
         picker = self._run_slices(steps)
         if picker is not None:
@@ -97,7 +112,18 @@ class TableBuilder:
         self.complete.clear()
         self.builds_sliced += 1
         self._publish(self._interim(version, serving))
+        self._building = (version, serving, policy.keyed)
         self._task = loop.create_task(self._build(steps, version, serving, policy.keyed))
+
+    def adopt(self, version: int, picker: Picker) -> bool:
+        """Completes snapshot `version` with `picker`, made elsewhere (the picker its build
+        returns); returns whether `version` was waiting for it (else nothing changes)."""
+        if self._building is None or self._building[0] != version:
+            return False
+        _, serving, keyed = self._building
+        self._cancel()
+        self._finish(Snapshot(version, serving, picker, keyed))
+        return True
 
     def _interim(self, version: int, serving: tuple[Replica, ...]) -> Snapshot:
         """Returns the last complete snapshot without the replicas that are not serving."""
@@ -119,16 +145,19 @@ class TableBuilder:
             raise
         except Exception:
             log.exception("building the routing table of version %d failed", version)
-            self._task = None
+            self._task = self._building = None
             self.complete.set()  # waiters go on with the interim table rather than hang
             return
         self._task = None
         self._finish(Snapshot(version, serving, picker, keyed))
 
     def _finish(self, snapshot: Snapshot) -> None:
+        self._building = None
         self._complete = snapshot
         self._publish(snapshot)
         self.complete.set()
+        for callback in self.on_complete:
+            callback(snapshot)
 
     def _run_slices(self, steps: BuildSteps, budget: float | None = None) -> Picker | None:
         """Runs slices of `steps` for `budget` seconds (SLICE_BUDGET by default); returns the
@@ -150,6 +179,7 @@ class TableBuilder:
         await self.complete.wait()
 
     def _cancel(self) -> None:
+        self._building = None
         if self._task is not None:
             self._task.cancel()
             self._task = None

@@ -20,7 +20,10 @@ from ringlb.policies.base import (
     Picker,
     Policy,
     build_in_slices,
+    picker_from_shared,
     run_to_end,
+    shares_tables,
+    table_to_share,
 )
 
 
@@ -60,6 +63,10 @@ class BoundedPicker:
     def candidates(self, key: int) -> Iterator[Replica]:
         return self._inner.candidates(key)
 
+    def shared_table(self) -> bytes | None:
+        """Returns the wrapped picker's table to share (bounds add no table of their own)."""
+        return table_to_share(self._inner)
+
     def layout(self) -> Layout | None:
         """Returns the wrapped hash policy's layout (bounds move keys, not positions)."""
         layout = getattr(self._inner, "layout", None)
@@ -77,6 +84,7 @@ class BoundedPolicy:
         self.load_factor = load_factor
         # A ring that holds at most so many replicas still does with bounds.
         self.capacity: int | None = getattr(inner, "capacity", None)
+        self.shares_tables = shares_tables(inner)  # the table is the inner picker's
         self.options = {
             **getattr(inner, "options", {}),
             "bounded": True,
@@ -85,6 +93,12 @@ class BoundedPolicy:
 
     def build(self, replicas: Sequence[Replica]) -> Picker:
         return run_to_end(self.build_steps(replicas))
+
+    def from_shared_table(self, replicas: Sequence[Replica], table: bytes) -> Picker:
+        """Returns the wrapped policy's picker made from `table`, wrapped."""
+        inner = picker_from_shared(self.inner, replicas, table)
+        assert inner is not None, "from_shared_table of a policy that shares no tables"
+        return BoundedPicker(inner, replicas, self.load_factor)  # type: ignore[arg-type]
 
     def build_steps(self, replicas: Sequence[Replica]) -> BuildSteps:
         """Builds the inner policy's picker in slices, then wraps it."""

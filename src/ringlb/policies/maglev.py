@@ -11,13 +11,12 @@ claims stay below t x weight / max weight.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Container, Generator, Iterator, Sequence
-from itertools import cycle, islice
-from typing import TypeVar
+from itertools import cycle
 
 from ringlb.model import Replica
 from ringlb.policies.base import (
-    SLICE_WORK,
     BuildSteps,
     EmptyPicker,
     Layout,
@@ -28,38 +27,44 @@ from ringlb.policies.base import (
     sampled_layout,
 )
 from ringlb.policies.hashing import canonical_order, make_hasher
+from ringlb.policies.maglev_fill import populate_steps
 from ringlb.policies.options import PolicyError, integer, is_prime
 
 DEFAULT_TABLE_SIZE = 65537
 # A table is filled on the event loop, in slices: about 1 s per million entries here.
 MAX_TABLE_SIZE = 1 << 20
 
-Owner = TypeVar("Owner")
-
 
 class MaglevPicker:
-    __slots__ = ("_key", "_replicas", "_size", "table")
+    """`table[slot]` is the index of the slot's owner in `owners` (the canonical order), one
+    byte an entry up to 256 replicas: 64 KiB instead of 512 KiB of references, and it
+    crosses to the workers of `--workers N` as it is (`shared_table`)."""
 
-    def __init__(self, table: list[Replica], replicas: Sequence[Replica], key) -> None:
+    __slots__ = ("_key", "_owners", "_replicas", "_size", "table")
+
+    def __init__(
+        self, table: bytes | array, owners: Sequence[Replica], replicas: Sequence[Replica], key
+    ) -> None:
         self.table = table
         self._size = len(table)
+        self._owners = tuple(owners)
         self._replicas = tuple(replicas)
         self._key = key
 
     def pick(self, key: int, exclude: Container[Replica] = ()) -> Replica | None:
         if exclude:
             return first_allowed(self.candidates(key), exclude)
-        return self.table[self._key(key) % self._size]
+        return self._owners[self.table[self._key(key) % self._size]]
 
     def candidates(self, key: int) -> Iterator[Replica]:
         """Yields the distinct replicas met walking the table from the key's slot, then any
         replica the walk did not meet (in join order)."""
-        table, size = self.table, self._size
+        table, size, owners = self.table, self._size, self._owners
         start = self._key(key) % size
         seen: set[Replica] = set()
         wanted = len(self._replicas)
         for step in range(size):
-            owner = table[(start + step) % size]
+            owner = owners[table[(start + step) % size]]
             if owner not in seen:
                 seen.add(owner)
                 yield owner
@@ -69,14 +74,23 @@ class MaglevPicker:
             if replica not in seen:
                 yield replica
 
+    def owners(self) -> list[Replica]:
+        """Returns the owner of every entry of the table."""
+        return [self._owners[i] for i in self.table]
+
     def layout(self) -> Layout:
         """Returns the entries each replica owns and a sample of the table."""
-        return sampled_layout(self._size, self.table, range(self._size))
+        return sampled_layout(self._size, self.owners(), range(self._size))
+
+    def shared_table(self) -> bytes:
+        """Returns the table's bytes (see `MaglevPolicy.from_shared_table`)."""
+        return bytes(self.table)
 
 
 class MaglevPolicy:
     name = "maglev"
     keyed = True
+    shares_tables = True  # see ringlb.policies.base.table_to_share
     OPTIONS = ("hash", "table_size", "h_coefficients", "phi_coefficients")
 
     def __init__(
@@ -100,18 +114,33 @@ class MaglevPolicy:
         """Builds the picker in slices (see `ringlb.policies.base.build_in_slices`)."""
         if not replicas:
             return EmptyPicker()
-        # The fill order decides contested slots: an order of the membership alone. A table
-        # smaller than the replica set cannot give everyone a slot; the first M share it.
-        members = canonical_order(replicas, self.hasher)[: self.table_size]
-        table = yield from self.fill_steps(members)
-        return MaglevPicker(table, replicas, self.hasher.key)
+        members = self._members(replicas)
+        indexes = yield from self.fill_steps(members)
+        return MaglevPicker(_packed(indexes, len(members)), members, replicas, self.hasher.key)
 
-    def fill(self, replicas: Sequence[Replica]) -> list[Replica]:
-        """Returns the lookup table: the owning replica of every slot."""
-        return run_to_end(self.fill_steps(replicas))
+    def _members(self, replicas: Sequence[Replica]) -> list[Replica]:
+        """Returns the replicas in fill order. The fill order decides contested slots: an
+        order of the membership alone. A table smaller than the replica set cannot give
+        everyone a slot; the first M share it."""
+        return canonical_order(replicas, self.hasher)[: self.table_size]
 
-    def fill_steps(self, replicas: Sequence[Replica]) -> Generator[None, None, list[Replica]]:
-        """Fills the lookup table in slices; returns it."""
+    def from_shared_table(self, replicas: Sequence[Replica], table: bytes) -> MaglevPicker:
+        """Returns the picker `build(replicas)` returns, from the `shared_table()` of a picker
+        built over the same replicas in the same order; raises ValueError for a table that
+        cannot be one (a wrong table would misroute silently)."""
+        members = self._members(replicas)
+        code = _index_type(len(members))
+        indexes = table if code == "B" else array(code, table)
+        if not members or len(indexes) != self.table_size or max(indexes) >= len(members):
+            raise ValueError(
+                f"maglev: a shared table of {len(indexes)} entries does not fit a table of "
+                f"{self.table_size} over {len(members)} replicas"
+            )
+        return MaglevPicker(indexes, members, replicas, self.hasher.key)
+
+    def fill_steps(self, replicas: Sequence[Replica]) -> Generator[None, None, list[int]]:
+        """Fills the lookup table in slices; returns it: the index in `replicas` of every
+        slot's owner."""
         size, node = self.table_size, self.hasher.node
         offsets = [node(r, 0) % size for r in replicas]
         skips = distinct_skips([node(r, 1) % (size - 1) + 1 for r in replicas], size)
@@ -120,7 +149,19 @@ class MaglevPolicy:
         else:
             top = max(r.weight for r in replicas)
             turns = _weighted_turns([r.weight / top for r in replicas])
-        return (yield from populate_steps(size, offsets, skips, turns, replicas))
+        owners = list(range(len(replicas)))
+        return (yield from populate_steps(size, offsets, skips, turns, owners))
+
+
+def _index_type(count: int) -> str:
+    """Returns the array type code of the narrowest unsigned type that holds 0..count-1."""
+    return "B" if count <= 1 << 8 else "H" if count <= 1 << 16 else "I"
+
+
+def _packed(indexes: list[int], count: int) -> bytes | array:
+    """Returns `indexes` (each below `count`) packed: bytes up to 256, else an array."""
+    code = _index_type(count)
+    return bytes(indexes) if code == "B" else array(code, indexes)
 
 
 def distinct_skips(skips: list[int], size: int) -> list[int]:
@@ -151,90 +192,3 @@ def _weighted_turns(shares: list[float]) -> Iterator[int]:
             if claimed[i] < turn * share:
                 claimed[i] += 1
                 yield i
-
-
-def populate(
-    size: int,
-    offsets: list[int],
-    skips: list[int],
-    turns: Iterator[int],
-    owners: Sequence[Owner],
-) -> list[Owner]:
-    """Returns Maglev's table, `owners[i]` in each slot replica i claimed (see
-    `populate_steps`), built at once."""
-    return run_to_end(populate_steps(size, offsets, skips, turns, owners))
-
-
-def populate_steps(
-    size: int,
-    offsets: list[int],
-    skips: list[int],
-    turns: Iterator[int],
-    owners: Sequence[Owner],
-) -> Generator[None, None, list[Owner]]:
-    """Returns Maglev's table, `owners[i]` in each slot replica i claimed: in the order
-    `turns` gives, each replica claims the first free slot of its permutation
-    `offset + j * skip (mod size)`. Yields after every SLICE_WORK claims (or so much other
-    work); the loops between two yields are unchanged, so slicing costs a yield per slice.
-
-    Exactly the paper's loop, done in two phases for speed (pure Python). While the table
-    is mostly empty, each replica walks its permutation. Walking gets slow at the end (a
-    replica probes 1/(free fraction) slots per claim), so the last M/8N free slots are
-    drafted instead: a free slot's place in replica i's permutation is
-    `(slot - offset) / skip (mod size)`, and every slot before the replica's position in its
-    permutation is taken, so its next claim is simply its best-ranked free slot. Ranking
-    costs M/8 operations; the draft skips at most M/8N taken slots per replica.
-    """
-    count = len(offsets)
-    # None marks a free slot; `is not None` is the cheapest test Python has, and the table
-    # holds the owners themselves, so no pass is needed to translate it afterwards.
-    table: list[Owner | None] = [None] * size
-    positions = list(offsets)
-    # The table takes exactly `size` claims: their order, drawn up front, turns the loops
-    # below into plain for-loops over a list (the fastest loop Python has).
-    order: list[int] = []
-    while len(order) < size:
-        order += islice(turns, min(2 * SLICE_WORK, size - len(order)))
-        yield
-    # Ranking costs a few operations per (replica, free slot) pair, N F in all; walking the
-    # last F slots costs about M ln(F) probes. F = M / 8N measured fastest (N = 3..100).
-    walk_until = size - max(1, size // (8 * count))
-    # Phase 1: walk. `position` is offset + next * skip (mod size), advanced by one addition.
-    # A claim probes about size/free slots, so slices hold fewer claims as the table fills.
-    start = 0
-    while start < walk_until:
-        end = min(walk_until, start + max(16, SLICE_WORK * (size - start) // size))
-        for i in order[start:end]:
-            slot, skip = positions[i], skips[i]
-            while table[slot] is not None:
-                slot += skip
-                if slot >= size:
-                    slot -= size
-            table[slot] = owners[i]
-            slot += skip
-            positions[i] = slot - size if slot >= size else slot
-        start = end
-        yield
-    # Phase 2: draft the free slots by each replica's ranking of them.
-    free: list[int] = []
-    for start in range(0, size, 8 * SLICE_WORK):
-        end = min(size, start + 8 * SLICE_WORK)
-        free += [slot for slot in range(start, end) if table[slot] is None]
-        yield
-    rankings = []
-    for i in range(count):
-        offset, inverse = offsets[i], pow(skips[i], -1, size)
-        # rank * size + slot sorts by rank and keeps the slot: one int per entry.
-        ranked = sorted((slot - offset) * inverse % size * size + slot for slot in free)
-        rankings.append([entry % size for entry in ranked])
-        yield
-    cursors = [0] * count
-    for start in range(walk_until, size, SLICE_WORK):
-        for i in order[start : start + SLICE_WORK]:
-            ranking, k = rankings[i], cursors[i]
-            while table[ranking[k]] is not None:
-                k += 1
-            table[ranking[k]] = owners[i]
-            cursors[i] = k + 1
-        yield
-    return table  # type: ignore[return-value]  # every slot is claimed

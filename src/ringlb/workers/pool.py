@@ -10,6 +10,11 @@ kernel sends new connections to the rest.
 - Each membership change is pushed to every worker at once (a `membership` message, not
   per request); a worker acknowledges with `built` once its table is complete, and
   `ReplicaSet.settled` (so `/add` and `PUT /policy`) waits for every worker's ack.
+- A costly table (Maglev's) is built here once and sent to every worker (`table`, after a
+  membership that says `table_follows`); workers do not build it. This process is idle
+  when a change comes, while the workers share the cores with the load, so a joining
+  replica gets traffic from every worker sooner, and the table is built once instead of
+  N + 1 times.
 - Admin requests reach whichever worker the kernel chose; it relays them here, where the
   AdminAPI answers them. Before `/metrics` and `/status`, the counters of every worker are
   fetched and summed into this process's replicas and forwarder, which serve no traffic.
@@ -23,6 +28,7 @@ kernel sends new connections to the rest.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -40,8 +46,9 @@ from ringlb.config import Settings
 from ringlb.control.membership import MemberState, ReplicaSet
 from ringlb.dataplane.forward import Forwarder
 from ringlb.dataplane.routing import LocalAnswer
-from ringlb.model import Replica
+from ringlb.model import Replica, Snapshot
 from ringlb.policies import Policy, describe_policy
+from ringlb.policies.base import shares_tables, table_to_share
 from ringlb.replica.lifeline import PARENT_PID_ENV
 from ringlb.workers.channel import Channel, ChannelClosed, Message
 
@@ -77,6 +84,8 @@ class WorkerProcess:
     reach: float | None = None  # push to routing on it (leavers out), last change (s)
     propagation: float | None = None  # push to complete table, last change (s)
     answered: int = 0  # answers relayed by it, as of the last sum of counters
+    tables_taken: int = 0  # tables it took from this process (see _share_table)
+    pushed: int = 0  # the last membership version pushed to it
 
 
 class WorkerPool:
@@ -100,6 +109,7 @@ class WorkerPool:
         self._placeholders: list[socket.socket] = []
         self._keepers: list[asyncio.Task[None]] = []
         self._progress = asyncio.Event()
+        self._table: Message | None = None  # the last table shared (see _share_table)
         self._stopping = False
         self.port = settings.port
         self.admin_port = settings.admin_port
@@ -114,6 +124,9 @@ class WorkerPool:
             self.admin_port = self._hold(settings.admin_host, settings.admin_port)
         rs = self._rs
         rs.on_change.append(self._push_all)
+        rs.tables.on_complete.append(self._share_table)
+        if rs.tables.complete.is_set():  # built before this pool: the workers' first table
+            self._share_table(rs.snapshot)
         rs.followers.append(self._wait_built)
         rs.drains.append(self._drain)
         started = await asyncio.gather(
@@ -250,14 +263,17 @@ class WorkerPool:
 
     def _membership(self) -> Message:
         rs = self._rs
+        members = [
+            [r.name, r.rid, r.host, r.port, r.weight, state is MemberState.SERVING]
+            for r, state in rs.members()
+        ]
         return {
             "op": "membership",
             "version": rs.snapshot.version,
             "policy": policy_spec(rs.policy),
-            "members": [
-                [r.name, r.rid, r.host, r.port, r.weight, state is MemberState.SERVING]
-                for r, state in rs.members()
-            ],
+            "members": members,
+            # A table over no replica is empty: nothing to share.
+            "table_follows": shares_tables(rs.policy) and any(m[-1] for m in members),
         }
 
     def _push_all(self) -> None:
@@ -265,11 +281,30 @@ class WorkerPool:
         for worker in list(self._workers.values()):
             self._push(worker, message)
 
+    def _share_table(self, snapshot: Snapshot) -> None:
+        """Sends the complete snapshot's table, when it has one to share, to the workers
+        its membership was pushed to (the others get it behind the push, see `_push`)."""
+        table = table_to_share(snapshot.picker)
+        if table is None:
+            return
+        self._table = {
+            "op": "table",
+            "version": snapshot.version,
+            "table": base64.b64encode(table).decode("ascii"),
+        }
+        for worker in list(self._workers.values()):
+            if worker.pushed == snapshot.version:
+                with contextlib.suppress(ChannelClosed):
+                    worker.channel.tell(self._table)
+
     def _push(self, worker: WorkerProcess, message: Message | None = None) -> None:
         message = message or self._membership()
         worker.pushed_at[message["version"]] = time.monotonic()
+        worker.pushed = message["version"]
         with contextlib.suppress(ChannelClosed):
             worker.channel.tell(message)
+            if self._table is not None and self._table["version"] == worker.pushed:
+                worker.channel.tell(self._table)  # built before this push
 
     async def _wait_built(self, version: int) -> None:
         """Returns once every serving worker's table holds membership `version`."""
@@ -313,6 +348,7 @@ class WorkerPool:
         if op == "built":
             version = message["version"]
             worker.built = max(worker.built, version)
+            worker.tables_taken = message["tables_taken"]
             pushed = worker.pushed_at.pop(version, None)
             if pushed is not None:
                 worker.reach = message["applied"] - pushed
@@ -395,7 +431,8 @@ class WorkerPool:
     def describe(self) -> list[dict[str, Any]]:
         """Returns each worker's pid, state and how long the last change took to reach it
         (`reach_ms`: routed on, leavers out) and to be in its complete table
-        (`propagation_ms`), for /status."""
+        (`propagation_ms`), and how many of its tables came from this process
+        (`tables_taken`), for /status."""
         return [
             {
                 "index": w.index,
@@ -405,6 +442,7 @@ class WorkerPool:
                 "answered": w.answered,
                 "reach_ms": _ms(w.reach),
                 "propagation_ms": _ms(w.propagation),
+                "tables_taken": w.tables_taken,
             }
             for w in sorted(self._workers.values(), key=lambda w: w.index)
         ]

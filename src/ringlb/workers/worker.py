@@ -8,6 +8,9 @@ the worker listens (SO_REUSEPORT), then answers it. After that:
   the policy) is routed on at once (leavers skipped) and rebuilds the table here, in
   slices (`TableBuilder`); `built` acknowledges it once complete. The table is a function
   of the membership, so every worker sends a key to the same replica.
+- A costly table (Maglev's) is not built here: the membership says `table_follows`, this
+  worker routes on the interim snapshot (leavers skipped), and the `table` message that
+  follows (the control process's table of that membership) completes it.
 - `drain` waits until no request of this worker is open on the named replicas (`/rm`).
 - `counters` answers this worker's counters (summed by the control process for
   `/metrics` and `/status`).
@@ -20,6 +23,7 @@ the control process's to act on (Ctrl-C reaches the whole process group).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -39,6 +43,7 @@ from ringlb.eventloop import install_fast_loop
 from ringlb.logformat import configure_logging
 from ringlb.model import Replica, Snapshot
 from ringlb.policies import Policy, make_policy
+from ringlb.policies.base import picker_from_shared
 from ringlb.replica.lifeline import die_with_parent
 from ringlb.workers.channel import Channel, ChannelClosed, Message
 from ringlb.workers.plane import DataPlane
@@ -65,6 +70,8 @@ class PushedMembership:
         self._policy: Policy = make_policy("round_robin")
         self._version = 0  # local snapshots (a push, or an ejection here)
         self.pushed = 0  # the control process's version of the last push
+        self._pushed_as = 0  # the local version of that push (an ejection here moves on)
+        self.tables_taken = 0  # builds ended with the control process's table
         self.snapshot: Snapshot
         self.tables = TableBuilder(self._policy, self._set_snapshot)
         self.forgotten: list[Replica] = []  # replicas that left for good (pools to close)
@@ -95,12 +102,24 @@ class PushedMembership:
         self._replicas = members
         self._serving = tuple(serving)
         self.pushed = message["version"]
-        self._rebuild()
+        self._rebuild(elsewhere=message["table_follows"])
+        self._pushed_as = self._version
         return gone
 
-    def _rebuild(self) -> None:
+    def adopt_table(self, message: Message) -> bool:
+        """Completes the table of the last push with the control process's, if this worker
+        still routes on that push; returns whether it did."""
+        if message["version"] != self.pushed or self._version != self._pushed_as:
+            return False  # a newer push, or an ejection here (built here), supersedes it
+        picker = picker_from_shared(self._policy, self._serving, base64.b64decode(message["table"]))
+        if picker is None or not self.tables.adopt(self._version, picker):
+            return False
+        self.tables_taken += 1
+        return True
+
+    def _rebuild(self, elsewhere: bool = False) -> None:
         self._version += 1
-        self.tables.rebuild(self._version, self._serving, self._policy)
+        self.tables.rebuild(self._version, self._serving, self._policy, elsewhere)
 
     def eject(self, replica: Replica) -> None:
         if replica not in self._serving:
@@ -170,6 +189,9 @@ class Worker:
             for replica in self.routing.apply(message):
                 self.plane.pools.forget(replica)
             return self._acknowledge(message["version"], applied)
+        if op == "table":
+            self.routing.adopt_table(message)
+            return None
         if op == "drain":
             return self._drain(message)
         if op == "counters":
@@ -211,7 +233,12 @@ class Worker:
         await self.routing.tables.settled()
         if self.routing.pushed == version:  # else a newer push is acknowledged later
             # CLOCK_MONOTONIC is one clock for every process of the host.
-            built = {"op": "built", "version": version, "applied": applied}
+            built = {
+                "op": "built",
+                "version": version,
+                "applied": applied,
+                "tables_taken": self.routing.tables_taken,
+            }
             with contextlib.suppress(ChannelClosed):
                 self.channel.tell({**built, "complete": time.monotonic()})
 
