@@ -149,8 +149,7 @@ class MaglevPolicy:
         else:
             top = max(r.weight for r in replicas)
             turns = _weighted_turns([r.weight / top for r in replicas])
-        owners = list(range(len(replicas)))
-        return (yield from populate_steps(size, offsets, skips, turns, owners))
+        return (yield from populate_steps(size, offsets, skips, turns))
 
 
 def _index_type(count: int) -> str:

@@ -9,13 +9,10 @@ that compiled, while the picker and the hashes, called per request, stay plain P
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator
 from itertools import islice
-from typing import TypeVar
 
 from ringlb.policies.base import SLICE_WORK, run_to_end
-
-Owner = TypeVar("Owner")
 
 
 def populate(
@@ -23,11 +20,10 @@ def populate(
     offsets: list[int],
     skips: list[int],
     turns: Iterator[int],
-    owners: Sequence[Owner],
-) -> list[Owner]:
-    """Returns Maglev's table, `owners[i]` in each slot replica i claimed (see
+) -> list[int]:
+    """Returns Maglev's table, the index i of the replica that claimed each slot (see
     `populate_steps`), built at once."""
-    return run_to_end(populate_steps(size, offsets, skips, turns, owners))
+    return run_to_end(populate_steps(size, offsets, skips, turns))
 
 
 def populate_steps(
@@ -35,9 +31,8 @@ def populate_steps(
     offsets: list[int],
     skips: list[int],
     turns: Iterator[int],
-    owners: Sequence[Owner],
-) -> Generator[None, None, list[Owner]]:
-    """Returns Maglev's table, `owners[i]` in each slot replica i claimed: in the order
+) -> Generator[None, None, list[int]]:
+    """Returns Maglev's table, the index i of the replica that claimed each slot: in the order
     `turns` gives, each replica claims the first free slot of its permutation
     `offset + j * skip (mod size)`. Yields after every SLICE_WORK claims (or so much other
     work); the loops between two yields are unchanged, so slicing costs a yield per slice.
@@ -51,9 +46,8 @@ def populate_steps(
     costs M/8 operations; the draft skips at most M/8N taken slots per replica.
     """
     count = len(offsets)
-    # None marks a free slot; `is not None` is the cheapest test Python has, and the table
-    # holds the owners themselves, so no pass is needed to translate it afterwards.
-    table: list[Owner | None] = [None] * size
+    # None marks a free slot: `is not None` is the cheapest test Python has.
+    table: list[int | None] = [None] * size
     positions = list(offsets)
     # The table takes exactly `size` claims: their order, drawn up front, turns the loops
     # below into plain for-loops over a list (the fastest loop Python has).
@@ -75,7 +69,7 @@ def populate_steps(
                 slot += skip
                 if slot >= size:
                     slot -= size
-            table[slot] = owners[i]
+            table[slot] = i
             slot += skip
             positions[i] = slot - size if slot >= size else slot
         start = end
@@ -99,7 +93,7 @@ def populate_steps(
             ranking, k = rankings[i], cursors[i]
             while table[ranking[k]] is not None:
                 k += 1
-            table[ranking[k]] = owners[i]
+            table[ranking[k]] = i
             cursors[i] = k + 1
         yield
     return table  # type: ignore[return-value]  # every slot is claimed

@@ -263,17 +263,16 @@ class WorkerPool:
 
     def _membership(self) -> Message:
         rs = self._rs
-        members = [
-            [r.name, r.rid, r.host, r.port, r.weight, state is MemberState.SERVING]
-            for r, state in rs.members()
-        ]
         return {
             "op": "membership",
             "version": rs.snapshot.version,
             "policy": policy_spec(rs.policy),
-            "members": members,
+            "members": [
+                [r.name, r.rid, r.host, r.port, r.weight, state is MemberState.SERVING]
+                for r, state in rs.members()
+            ],
             # A table over no replica is empty: nothing to share.
-            "table_follows": shares_tables(rs.policy) and any(m[-1] for m in members),
+            "table_follows": shares_tables(rs.policy) and bool(rs.members_in(MemberState.SERVING)),
         }
 
     def _push_all(self) -> None:
