@@ -31,6 +31,7 @@ from ringlb.control.health import HeartbeatMonitor, HeartbeatProber
 from ringlb.control.membership import ReplicaSet
 from ringlb.control.outliers import OutlierRules
 from ringlb.control.supervisor import Backoff, Supervisor
+from ringlb.dataplane.acceptor import Acceptor
 from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.dataplane.redirect import HttpsRedirect
 from ringlb.dataplane.tls import CertificateError, Certificates
@@ -219,9 +220,9 @@ class Balancer:
         self.workers: WorkerPool | None = None
         self.tasks = BackgroundTasks()
         self._teardown = Teardown()
-        self.server: asyncio.Server | None = None
-        self.admin_server: asyncio.Server | None = None
-        self.tls_server: asyncio.Server | None = None
+        self.server: Acceptor | None = None
+        self.admin_server: Acceptor | None = None
+        self.tls_server: Acceptor | None = None
 
     @property
     def port(self) -> int:

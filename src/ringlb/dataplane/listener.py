@@ -1,9 +1,10 @@
 """The client side of the data plane: listening sockets and the connections they accepted.
 
-A `Listener` opens the balancer's ports (the contract's port, an admin-only port) and keeps
-the set of open client connections: it refuses connections beyond `max_connections` (503),
-and when the balancer stops it drains them (no new requests, answers in progress finish,
-idle keep-alive connections close) before closing what is left. A listener for HTTPS is
+A `Listener` opens the balancer's ports (the contract's port, an admin-only port; an
+`ringlb.dataplane.acceptor.Acceptor` takes their connections in) and keeps the set of open
+client connections: it refuses connections beyond `max_connections` (503), and when the
+balancer stops it drains them (no new requests, answers in progress finish, idle
+keep-alive connections close) before closing what is left. A listener for HTTPS is
 the same with a TLS context (`ringlb.dataplane.tls`) and the scheme `https`.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import ssl
 
+from ringlb.dataplane.acceptor import Acceptor, bind
 from ringlb.dataplane.connection import BOTH, ClientConnection, ClientLimits
 from ringlb.dataplane.deadlines import DeadlineSweep
 from ringlb.dataplane.forward import Forwarder, RequestHandler
@@ -40,7 +42,7 @@ class Listener:
         self.sweep = sweep
         self.clients = clients  # every open client connection (the sweep watches them too)
         self.max_connections = max_connections
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[Acceptor] = []
 
     def admit(self, conn: ClientConnection) -> bool:
         if len(self.clients) >= self.max_connections:
@@ -64,25 +66,17 @@ class Listener:
         tls: ssl.SSLContext | None = None,
         forwarder: RequestHandler | None = None,
         reuse_port: bool = False,
-    ) -> asyncio.Server:
+    ) -> Acceptor:
         """Accepts connections on `host:port` (HTTPS with `tls`; proxied requests go to
-        `forwarder` when given, else to the listener's); returns the server (its socket
-        says the port). With `reuse_port`, other processes accept on the same port too
+        `forwarder` when given, else to the listener's); returns the acceptor (its sockets
+        say the port). With `reuse_port`, other processes accept on the same port too
         (SO_REUSEPORT: the kernel spreads new connections over them, and over the others
         when one is gone)."""
-        loop = asyncio.get_running_loop()
         proto = b"http" if tls is None else b"https"
-        server = await loop.create_server(
-            lambda: ClientConnection(self, role, proto, forwarder),
-            host,
-            port,
-            backlog=BACKLOG,
-            reuse_address=True,
-            ssl=tls,
-            reuse_port=reuse_port or None,
-        )
-        self.servers.append(server)
-        return server
+        sockets = await bind(host, port, BACKLOG, reuse_port)
+        acceptor = Acceptor(sockets, lambda: ClientConnection(self, role, proto, forwarder), tls)
+        self.servers.append(acceptor)
+        return acceptor
 
     async def drain(self, timeout: float) -> None:
         """Stops accepting, lets the answers in progress finish for up to `timeout` seconds
