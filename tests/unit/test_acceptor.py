@@ -1,13 +1,15 @@
 """The listening sockets, on uvloop (the loop `ringlb serve` runs when it is installed): a
 burst of new connections is taken in within a few turns of the loop (uvloop's own servers
-take one per turn), a busy port is refused with its address, and running out of file
-descriptors pauses accepting instead of failing for good."""
+take one per turn), a busy port is refused with its address, running out of file
+descriptors pauses accepting instead of failing for good, and a closed client connection
+is freed at once (not left to the cyclic garbage collector)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import resource
 import socket
@@ -15,7 +17,9 @@ from collections.abc import Callable, Coroutine, Iterator
 
 import pytest
 
+from engine_rig import EngineRig
 from ringlb.dataplane.acceptor import ACCEPT_RETRY_DELAY, MAX_ACCEPT, Acceptor, bind
+from ringlb.dataplane.connection import BOTH, ClientConnection
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -121,3 +125,31 @@ async def test_out_of_descriptors_pauses_accepting_then_takes_the_waiting_ones_i
         for transport in made:
             transport.close()
 
+
+@on_uvloop
+async def test_a_closed_client_connection_is_freed_without_the_cyclic_collector() -> None:
+    # With TLS a connection holds uvloop's 256 KiB buffer and OpenSSL's state: left in a
+    # reference cycle, closed ones piled up to 200 MiB between two passes of the collector.
+    rig = EngineRig()
+    acceptor = await rig.listener.listen("127.0.0.1", 0, BOTH)
+    port = acceptor.sockets[0].getsockname()[1]
+    gc.collect()
+    gc.disable()
+    try:
+        with clients(port, 3):
+            await turns(5)
+            assert len(rig.listener.clients) == 3
+        for _ in range(50):  # their connection_lost
+            await turns(1)
+            if not rig.listener.clients:
+                break
+        assert not rig.listener.clients
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, ClientConnection)]
+        assert left == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        rig.listener.close()
