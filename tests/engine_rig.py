@@ -3,6 +3,7 @@ shipped in-memory transports, with a fake Routing that records what it is told."
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Container
 
@@ -15,6 +16,12 @@ from ringlb.dataplane.pool import UpstreamPools
 from ringlb.dataplane.routing import LocalAnswer
 from ringlb.dataplane.testing import MemoryTransport, pooled_connections
 from ringlb.model import Replica, Snapshot
+
+
+async def turns(n: int = 5) -> None:
+    """Lets the event loop run `n` turns (callbacks scheduled by the last ones included)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
 
 
 class FirstPicker:

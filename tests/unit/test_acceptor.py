@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 
 import pytest
 
-from engine_rig import EngineRig
+from engine_rig import EngineRig, turns
 from ringlb.dataplane.acceptor import ACCEPT_RETRY_DELAY, MAX_ACCEPT, Acceptor, bind
 from ringlb.dataplane.connection import BOTH, ClientConnection
 
@@ -57,11 +57,6 @@ def clients(port: int, n: int) -> Iterator[list[socket.socket]]:
     finally:
         for sock in socks:
             sock.close()
-
-
-async def turns(n: int) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def accepting() -> tuple[Acceptor, list[asyncio.Transport]]:

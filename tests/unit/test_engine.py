@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from engine_rig import LIMITS, UPSTREAM_TIMEOUT, EngineRig
+from engine_rig import LIMITS, UPSTREAM_TIMEOUT, EngineRig, turns
 from ringlb.dataplane.testing import MemoryTransport
 
 GET = b"GET /home HTTP/1.1\r\nHost: lb\r\n\r\n"
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 BIG_HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def test_a_plain_get_goes_through_byte_for_byte_and_the_connection_is_reused() -> None:

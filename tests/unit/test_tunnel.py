@@ -4,9 +4,7 @@ and its replica's pool closing it; refusals and h2c stay HTTP."""
 
 from __future__ import annotations
 
-import asyncio
-
-from engine_rig import LIMITS, EngineRig
+from engine_rig import LIMITS, EngineRig, turns
 from ringlb.dataplane.tunnel import Tunnel
 
 UPGRADE = (
@@ -17,11 +15,6 @@ SWITCHED = (
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
     b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
 )
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 async def tunnel(rig: EngineRig, early: bytes = b"", late: bytes = b""):

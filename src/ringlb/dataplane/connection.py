@@ -141,9 +141,7 @@ class ClientConnection(asyncio.Protocol):
         self.admin_only = role == ADMIN_ONLY
         self.proto = proto  # the scheme the client used, for X-Forwarded-Proto
         self.transport: asyncio.Transport | None = None
-        # A parser while the connection is open (connection_made to connection_lost): it
-        # holds this connection, and a cycle would keep a closed one for the collector.
-        self.parser = SPENT_PARSER
+        self.parser = SPENT_PARSER  # its own from connection_made to connection_lost
         self.peer = b"unknown"
         self.local = b"localhost"
         self.forwarded = b""  # the fields we add to a plain request head, with its last CRLF
