@@ -138,7 +138,7 @@ def table(summary: dict[str, dict], scale: dict[str, dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="plain HTTP rounds (0: skip)")
     parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of wrk before round 1")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
@@ -163,9 +163,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        summary = {name: summarize(r) for name, r in saved["runs"].items()}
+        summary = {name: summarize(r) for name, r in saved["runs"].items() if r}
         compare(saved["runs"], summary)
-        print(table(summary, saved["connection_scale"]))
+        if summary:
+            print(table(summary, saved["connection_scale"]))
+        if saved.get("https") or saved.get("websocket"):
+            print(tls_ws.table(saved.get("https") or {}, saved.get("websocket") or {}))
         return 0
     settings = WrkSettings(args.connections, args.threads, args.seconds)
 
@@ -216,7 +219,7 @@ def main() -> int:
                     f"replica cpu s {list(run['replica_cpu_seconds'].values())}",
                     flush=True,
                 )
-        summary = {name: summarize(r) for name, r in runs.items()}
+        summary = {name: summarize(r) for name, r in runs.items() if r}  # none: --rounds 0
         compare(runs, summary)
 
         if https_rounds:
@@ -261,8 +264,9 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
     for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
         path.write_text(json.dumps(report, indent=2) + "\n")
-    print()
-    print(table(summary, scale))
+    if summary:
+        print()
+        print(table(summary, scale))
     if https or websocket:
         print()
         print(tls_ws.table(https, websocket))

@@ -109,10 +109,12 @@ def websocket(target: targets.Target, seconds: int, tunnels: int) -> dict:
 
 def table(https: dict[str, dict], ws: dict[str, dict]) -> str:
     """Returns the HTTPS and WebSocket figures as Markdown tables."""
-    lines = [
-        "| HTTPS | target | req/s | req/s vs HAProxy | CPU µs/req | CPU vs HAProxy | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    lines = []
+    if https:
+        lines += [
+            "| HTTPS | target | req/s | req/s vs HAProxy | CPU µs/req | CPU vs HAProxy | errors |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
     for mode, by_target in https.items():
         for name, s in by_target.items():
             vs = f"{s['rps_vs_haproxy']:.2f} x" if "rps_vs_haproxy" in s else "-"
@@ -121,6 +123,8 @@ def table(https: dict[str, dict], ws: dict[str, dict]) -> str:
                 f"| {mode} | {name} | {s['rps']:.0f} | {vs} | {s['cpu_us_per_request']:.0f} "
                 f"| {cpu_vs} | {s['errors']} |"
             )
+    if not ws:
+        return "\n".join(lines)
     lines += [
         "",
         "| WebSocket | echo msg/s (1 KiB) | CPU µs/msg | errors | 1,000 tunnels: errors "
