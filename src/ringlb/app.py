@@ -253,7 +253,6 @@ class Balancer:
 
     async def _start(self) -> None:
         settings, rs, undo, tasks = self.settings, self.replicaset, self._teardown, self.tasks
-        undo.defer("heartbeat prober", self.prober.close)
         undo.defer("runtime", self.runtime.close)
         undo.defer("membership", rs.shutdown)
         leading = await self._join_cluster()

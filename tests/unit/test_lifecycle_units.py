@@ -73,17 +73,24 @@ async def test_a_vital_task_that_dies_stops_the_balancer_with_status_1() -> None
 
 
 async def test_stop_goes_on_past_a_failing_step_and_says_so() -> None:
-    class BrokenRuntime(FakeRuntime):
-        async def close(self) -> None:
-            raise OSError("engine unreachable")
+    class ClosingRuntime(FakeRuntime):
+        closed = False
 
-    balancer = Balancer(settings(), BrokenRuntime())
+        async def close(self) -> None:
+            self.closed = True
+
+    async def broken_shutdown() -> None:
+        raise OSError("tables unreachable")
+
+    runtime = ClosingRuntime()
+    balancer = Balancer(settings(), runtime)
+    balancer.replicaset.shutdown = broken_shutdown  # undone after the listeners, before the runtime
     await balancer.start()
     stop = asyncio.Event()
     stop.set()
     assert await run_until(balancer, stop) == 1  # the failure is reported in the status
     assert not balancer.server.is_serving()  # and everything before it was undone
-    assert balancer.prober._session is None  # and everything after it too
+    assert runtime.closed  # and everything after it too
 
 
 async def test_a_failed_start_undoes_what_it_did() -> None:

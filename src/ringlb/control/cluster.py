@@ -20,9 +20,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ringlb import contract
 from ringlb.clock import Clock
@@ -37,6 +35,9 @@ from ringlb.control.membership import (
 from ringlb.dataplane.routing import LocalAnswer
 from ringlb.policies import PolicyError, describe_policy, make_policy
 from ringlb.runtimes import Runtime, RuntimeFailure
+
+if TYPE_CHECKING:
+    import aiohttp  # imported where writes are relayed: a balancer alone never needs it
 
 log = logging.getLogger("ringlb.cluster")
 
@@ -170,6 +171,8 @@ class Cluster:
         while not self.leading:
             address = lease.leader_address
             if address and lease.leader != lease.name:
+                import aiohttp
+
                 try:
                     answer = await self._send(address, method, path, body, authorization)
                 except aiohttp.ClientConnectorError as exc:  # not sent: safe to send again
@@ -190,6 +193,8 @@ class Cluster:
     async def _send(
         self, address: str, method: str, path: str, body: bytes, authorization: bytes | None
     ) -> LocalAnswer:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._write_timeout)
