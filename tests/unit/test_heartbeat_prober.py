@@ -96,6 +96,24 @@ async def test_a_silent_replica_is_dead_after_the_timeout(probe_of) -> None:
     assert loop.time() - began < 2.0  # the timeout ended it, not the server
 
 
+async def test_an_ipv6_replica_gets_a_bracketed_host() -> None:
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK_KEEP_ALIVE)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await HeartbeatProber(1.0).probe(replica(port, "::1"))
+    finally:
+        server.close()
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in heads[0]
+
+
 async def test_a_closed_port_is_dead() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -40,9 +40,9 @@ class HeartbeatProber:
         self._tls = tls  # replicas that speak HTTPS (upstream_tls)
 
     async def probe(self, replica: Replica) -> bool:
+        host = f"[{replica.host}]" if ":" in replica.host else replica.host  # IPv6
         request = (
-            f"GET /heartbeat HTTP/1.1\r\nHost: {replica.host}:{replica.port}\r\n"
-            "Connection: close\r\n\r\n"
+            f"GET /heartbeat HTTP/1.1\r\nHost: {host}:{replica.port}\r\nConnection: close\r\n\r\n"
         ).encode("latin-1")
         try:
             async with asyncio.timeout(self._timeout):
