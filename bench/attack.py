@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -450,6 +451,13 @@ def main() -> int:
     if args.report:
         report = json.loads(Path(args.report).read_text())
     else:
+        if shutil.which("slowhttptest") is None:  # (HAProxy's absence is told by targets)
+            print(
+                "attack: slowhttptest is not installed; `make attack` installs it "
+                "(or `bash bench/install.sh haproxy slowhttptest`)",
+                file=sys.stderr,
+            )
+            return 2
         # slowhttptest (a child) and the holders need a descriptor per connection.
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
