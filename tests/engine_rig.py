@@ -57,6 +57,7 @@ LIMITS = ClientLimits(
     body_timeout=30.0,
     idle_timeout=60.0,
     send_timeout=30.0,
+    send_buffer=0,  # the kernel's autotuning (tests/unit/test_acceptor.py sets one)
     max_header_bytes=65536,
     max_headers=100,
     max_body=1 << 30,

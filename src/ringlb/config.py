@@ -199,6 +199,12 @@ class Settings(BaseSettings):
         description="Longest time (s) a client may leave its answer's bytes untaken (its "
         "socket full) before it is cut off.",
     )
+    client_send_buffer: int = Field(
+        131072,
+        ge=0,
+        description="Kernel send buffer of each client socket (bytes, SO_SNDBUF; Linux "
+        "doubles it); 0: the kernel's autotuning (up to net.ipv4.tcp_wmem's maximum, 4 MiB).",
+    )
     max_header_bytes: int = Field(
         65536, ge=1024, description="Largest request line plus headers (bytes); larger: 431."
     )

@@ -1,8 +1,9 @@
 """The listening sockets, on uvloop (the loop `ringlb serve` runs when it is installed): a
 burst of new connections is taken in within a few turns of the loop (uvloop's own servers
 take one per turn), a busy port is refused with its address, running out of file
-descriptors pauses accepting instead of failing for good, and a closed client connection
-is freed at once (not left to the cyclic garbage collector)."""
+descriptors pauses accepting instead of failing for good, each accepted socket gets the
+send buffer asked for, and a closed client connection is freed at once (not left to the
+cyclic garbage collector)."""
 
 from __future__ import annotations
 
@@ -59,10 +60,36 @@ def clients(port: int, n: int) -> Iterator[list[socket.socket]]:
             sock.close()
 
 
-async def accepting() -> tuple[Acceptor, list[asyncio.Transport]]:
+async def accepting(send_buffer: int = 0) -> tuple[Acceptor, list[asyncio.Transport]]:
     made: list[asyncio.Transport] = []
-    acceptor = Acceptor(await bind("127.0.0.1", 0, 4096, False), lambda: Counted(made))
+    sockets = await bind("127.0.0.1", 0, 4096, False)
+    acceptor = Acceptor(sockets, lambda: Counted(made), send_buffer=send_buffer)
     return acceptor, made
+
+
+@on_uvloop
+async def test_each_accepted_socket_gets_the_send_buffer_asked_for() -> None:
+    plain = socket.create_server(("127.0.0.1", 0))  # the kernel's own choice
+    with plain, socket.create_connection(plain.getsockname()):
+        accepted, _ = plain.accept()
+        with accepted:
+            kernels = accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert kernels != 2 * 128 * 1024
+    for asked, expected in ((128 * 1024, 2 * 128 * 1024), (0, kernels)):  # Linux doubles it
+        acceptor, made = await accepting(send_buffer=asked)
+        port = acceptor.sockets[0].getsockname()[1]
+        try:
+            with clients(port, 2):
+                await turns(5)
+                assert len(made) == 2
+                for transport in made:
+                    sock = transport.get_extra_info("socket")
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == expected
+        finally:
+            acceptor.close()
+            for transport in made:
+                transport.close()
+            await turns(2)
 
 
 @on_uvloop

@@ -66,6 +66,7 @@ class ClientLimits:
     body_timeout: float  # longest pause between two pieces of a request body
     idle_timeout: float  # keep-alive connection with no request in progress
     send_timeout: float  # longest time the client may leave its answer's bytes untaken
+    send_buffer: int  # SO_SNDBUF of a client socket (0: the kernel's autotuning)
     max_header_bytes: int
     max_headers: int
     max_body: int  # proxied request bodies (local endpoints take contract.MAX_ADMIN_BODY)

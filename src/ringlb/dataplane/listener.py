@@ -74,7 +74,12 @@ class Listener:
         when one is gone)."""
         proto = b"http" if tls is None else b"https"
         sockets = await bind(host, port, BACKLOG, reuse_port)
-        acceptor = Acceptor(sockets, lambda: ClientConnection(self, role, proto, forwarder), tls)
+        acceptor = Acceptor(
+            sockets,
+            lambda: ClientConnection(self, role, proto, forwarder),
+            tls,
+            send_buffer=self.limits.send_buffer,
+        )
         self.servers.append(acceptor)
         return acceptor
 

@@ -79,6 +79,7 @@ class DataPlane:
                 body_timeout=settings.client_body_timeout,
                 idle_timeout=settings.client_idle_timeout,
                 send_timeout=settings.client_send_timeout,
+                send_buffer=settings.client_send_buffer,
                 max_header_bytes=settings.max_header_bytes,
                 max_headers=settings.max_headers,
                 max_body=settings.max_body,
