@@ -62,15 +62,14 @@ class HeartbeatProber:
 
 
 class _Answer:
-    """What the parser tells of one answer: its status, and whether it ended."""
+    """What the parser tells of one answer: whether its head, and the whole of it, came."""
 
     def __init__(self) -> None:
-        self.status: int | None = None
+        self.head = False
         self.ended = False
-        self.parser = httptools.HttpResponseParser(self)
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        self.head = True
 
     def on_message_complete(self) -> None:
         self.ended = True
@@ -80,6 +79,7 @@ async def _status(reader: asyncio.StreamReader) -> int | None:
     """Reads one answer to its end (or the connection's) and returns its status code;
     None when the connection ended before a whole head."""
     answer, read = _Answer(), 0
+    parser = httptools.HttpResponseParser(answer)
     while not answer.ended:
         piece = await reader.read(MAX_ANSWER)
         if not piece:
@@ -87,8 +87,8 @@ async def _status(reader: asyncio.StreamReader) -> int | None:
         read += len(piece)
         if read > MAX_ANSWER:
             raise httptools.HttpParserError("answer too long for a heartbeat")
-        answer.parser.feed_data(piece)
-    return answer.status
+        parser.feed_data(piece)
+    return parser.get_status_code() if answer.head else None
 
 
 class HeartbeatMonitor:

@@ -104,8 +104,6 @@ class Acceptor:
         for _ in range(MAX_ACCEPT):
             try:
                 conn, _ = sock.accept()
-                if self._send_buffer:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
@@ -122,6 +120,8 @@ class Acceptor:
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(ACCEPT_RETRY_DELAY, self._watch, sock)
                 return
+            if self._send_buffer:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
             conn.setblocking(False)
             task = self._loop.create_task(self._start(conn))
             self._starting.add(task)
