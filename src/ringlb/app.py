@@ -36,6 +36,7 @@ from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.dataplane.redirect import HttpsRedirect
 from ringlb.dataplane.tls import CertificateError, Certificates
 from ringlb.lifecycle import BackgroundTasks, Teardown
+from ringlb.memory import freeze_start_up_heap
 from ringlb.policies import capacity_error, make_policy
 from ringlb.runtimes import Runtime
 from ringlb.workers.plane import DataPlane, upstream_tls
@@ -413,6 +414,7 @@ async def serve(settings: Settings) -> int:
     balancer = Balancer(settings)
     loop.add_signal_handler(signal.SIGHUP, balancer.reload_certificates)
     await balancer.start()  # on failure it has undone itself, and raises
+    freeze_start_up_heap()
     return await run_until(balancer, stop)
 
 

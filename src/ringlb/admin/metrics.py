@@ -7,9 +7,10 @@ scrapes, so the cost of metrics is paid per scrape, not per request.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -197,13 +198,27 @@ class BalancerCollector(Collector):
             yield share
 
 
+class FrozenHeapCollector(Collector):
+    """The objects the cyclic collector no longer walks (see `ringlb.memory`)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ringlb_gc_frozen_objects",
+            "Objects made before serving began, kept out of the cyclic collector's walks.",
+            value=gc.get_freeze_count(),
+        )
+
+
 class MetricsExporter:
-    """Renders `/metrics`: the balancer's collector plus the process's CPU and memory."""
+    """Renders `/metrics`: the balancer's collector plus the process's CPU, memory and
+    cyclic collector."""
 
     def __init__(self, collector: BalancerCollector) -> None:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(collector)
+        self._registry.register(FrozenHeapCollector())
         ProcessCollector(registry=self._registry)
+        GCCollector(registry=self._registry)
 
     def render(self) -> bytes:
         return generate_latest(self._registry)

@@ -41,6 +41,7 @@ from ringlb.dataplane.connection import ADMIN_ONLY, BOTH, PROXY_ONLY
 from ringlb.dataplane.routing import LocalAnswer
 from ringlb.eventloop import install_fast_loop
 from ringlb.logformat import configure_logging
+from ringlb.memory import freeze_start_up_heap
 from ringlb.model import Replica, Snapshot
 from ringlb.policies import Policy, make_policy
 from ringlb.policies.base import picker_from_shared
@@ -295,6 +296,7 @@ async def run_worker(fd: int) -> int:
         await asyncio.sleep(0.01)
     if worker.plane is None:
         return 1
+    freeze_start_up_heap()
     await worker.run()
     channel.close()
     reading.cancel()
