@@ -10,7 +10,8 @@ Reports the largest lag in the window of each change (from its first new snapsho
 end of the change and its complete table, plus 50 ms; a removal's window also holds its
 drain and its second rebuild) and, for comparison, the largest lag under the same load
 outside them. Those are wall-clock lags: on a busy machine the OS preempting the process
-shows in both. So it also reports the most CPU time one turn of the loop spent building
+shows in both. `start_lag_max_ms` is the largest lag while an added replica starts (from
+`/add` to its first snapshot: the process runtime's spawn, then waiting for its heartbeat). So it also reports the most CPU time one turn of the loop spent building
 tables in each change (`TableBuilder.longest_turn`, thread CPU time): the stall the rebuild
 itself adds.
 
@@ -35,6 +36,7 @@ from ringlb.config import Settings
 from ringlb.contract import MembershipRequest
 from ringlb.control import tables
 from ringlb.eventloop import install_fast_loop
+from ringlb.memory import freeze_start_up_heap
 
 PROBE = 0.001  # the probe's sleep (s)
 MARGIN = 0.05  # a rebuild window extends this long past its complete table (s)
@@ -63,9 +65,11 @@ async def measure(args: argparse.Namespace) -> dict:
     settings = Settings(port=0, policy=args.policy, log_level="WARNING", seed=7)
     balancer = Balancer(settings)
     await balancer.start()
+    freeze_start_up_heap()  # as `ringlb serve` does once started
     probe = LagProbe()
     probing = asyncio.ensure_future(probe.run())
     windows: list[tuple[float, float]] = []
+    starts: list[tuple[float, float]] = []  # per addition: its replica's start
     turns: list[float] = []  # per change: the most CPU one loop turn spent on tables
     durations: list[float] = []  # per change: from its first snapshot to its complete table
     completes: list[asyncio.Future[float]] = []
@@ -96,11 +100,14 @@ async def measure(args: argparse.Namespace) -> dict:
 
                 rs.on_change.append(seen)
                 rs.tables.longest_turn = 0.0
+                began = time.perf_counter()
                 await change()  # a removal rebuilds twice: out of the ring, then forgotten
                 rs.on_change.remove(seen)
                 await rs.settled()
                 durations.append((await completes[-1]) - published.result())
                 windows.append((published.result(), time.perf_counter() + MARGIN))
+                if len(windows) % 2:  # an addition: before its first snapshot, the start
+                    starts.append((began, published.result()))
                 turns.append(rs.tables.longest_turn)
                 await asyncio.sleep(gap)
         output = (await wrk.communicate())[0].decode()
@@ -109,6 +116,7 @@ async def measure(args: argparse.Namespace) -> dict:
         await balancer.stop()
     inside = [lag for t, lag in probe.samples if any(a <= t <= b for a, b in windows)]
     outside = [lag for t, lag in probe.samples if not any(a <= t <= b for a, b in windows)]
+    starting = [lag for t, lag in probe.samples if any(a <= t <= b for a, b in starts)]
     rps = next((line.split()[-1] for line in output.splitlines() if "Requests/sec" in line), "?")
     return {
         "policy": args.policy,
@@ -129,6 +137,7 @@ async def measure(args: argparse.Namespace) -> dict:
             * 1e3,
             2,
         ),
+        "start_lag_max_ms": round(max(starting, default=0) * 1e3, 2),
         "lag_max_outside_ms": round(max(outside, default=0) * 1e3, 2),
         "lag_p99_outside_ms": round(
             (sorted(outside)[int(0.99 * len(outside))] if outside else 0) * 1e3, 2

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ringlb.children import Child, spawn
 from ringlb.replica.lifeline import PARENT_PID_ENV
 from ringlb.runtimes.base import RunningReplica, Runtime, RuntimeFailure
 
@@ -75,7 +76,7 @@ class ProcessRuntime(Runtime):
     def __init__(self, host: str = "127.0.0.1", command: str | None = None) -> None:
         self._host = host
         self._command = command or DEFAULT_COMMAND
-        self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._children: dict[str, Child] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._deaths: asyncio.Queue[str] = asyncio.Queue()
 
@@ -93,15 +94,9 @@ class ProcessRuntime(Runtime):
         ]
         env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                env=env,
-                # Own process group: a Ctrl-C in the terminal reaches the balancer only,
-                # which then stops its replicas in order.
-                start_new_session=True,
-            )
+            # Own process group: a Ctrl-C in the terminal reaches the balancer only, which
+            # then stops its replicas in order.
+            proc = spawn(cmd, env=env, quiet=True, new_session=True)
         except OSError as exc:
             raise RuntimeFailure(f"cannot start replica process '{name}': {exc}") from exc
         self._children[name] = proc
@@ -109,7 +104,7 @@ class ProcessRuntime(Runtime):
         log.info("started replica %s pid=%d port=%d", name, proc.pid, port)
         return RunningReplica(name=name, rid=rid, host=self._host, port=port)
 
-    async def _watch(self, name: str, proc: asyncio.subprocess.Process) -> None:
+    async def _watch(self, name: str, proc: Child) -> None:
         code = await proc.wait()
         if self._children.get(name) is proc:
             del self._children[name]

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringlb.admin.api import AdminAPI
+from ringlb.children import Child, spawn
 from ringlb.config import Settings
 from ringlb.control.membership import MemberState, ReplicaSet
 from ringlb.dataplane.forward import Forwarder
@@ -75,7 +76,7 @@ def policy_spec(policy: Policy) -> dict[str, Any]:
 @dataclass(eq=False)
 class WorkerProcess:
     index: int
-    process: asyncio.subprocess.Process
+    process: Child
     channel: Channel
     reading: asyncio.Future[None] | None = None
     ready: bool = False
@@ -151,13 +152,10 @@ class WorkerPool:
     async def _start(self, index: int) -> WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "ringlb.workers",
-                str(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
+            process = spawn(
+                [sys.executable, "-m", "ringlb.workers", str(theirs.fileno())],
                 env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+                pass_fds=(theirs.fileno(),),
             )
         finally:
             theirs.close()
