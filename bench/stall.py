@@ -10,10 +10,11 @@ Reports the largest lag in the window of each change (from its first new snapsho
 end of the change and its complete table, plus 50 ms; a removal's window also holds its
 drain and its second rebuild) and, for comparison, the largest lag under the same load
 outside them. Those are wall-clock lags: on a busy machine the OS preempting the process
-shows in both. `start_lag_max_ms` is the largest lag while an added replica starts (from
-`/add` to its first snapshot: the process runtime's spawn, then waiting for its heartbeat). So it also reports the most CPU time one turn of the loop spent building
+shows in both. So it also reports the most CPU time one turn of the loop spent building
 tables in each change (`TableBuilder.longest_turn`, thread CPU time): the stall the rebuild
-itself adds.
+itself adds. And the largest lag while an added replica starts (`start_lag_max_ms`, from
+`/add` to its first snapshot: the process runtime's spawn, then waiting for its heartbeat).
+The balancer's start-up heap is frozen first, as `ringlb serve` does.
 
 `--one-shot` builds every table at once on the loop, as before issue 14 (the "before"
 figure). Prints one JSON object.
