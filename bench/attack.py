@@ -6,10 +6,12 @@ which also takes POST bodies and serves a 64 MiB answer) and HAProxy 2.6 (`nbthr
 bench/targets.py's configuration plus a 10 s header timeout and a stats socket) is put in
 front of those same processes. The attack runs against HAProxy, then against ringlb (so a
 replica ringlb replaces cannot leave HAProxy pointing at a dead port). During each run the
-probe sends `GET /home` every 0.2 s on a new connection with a 2 s deadline; the
-balancer's resident memory is read from /proc; `--settle` seconds after the attack ends
-its final memory and the client connections it still holds are read. Writes
-bench/results/attack-*.json and, for a full run, the table of docs/reliability.md.
+probe sends `GET /home` every 0.2 s on a new connection with a 2 s deadline, and a second
+probe does the same to an idle process that answers at once (what the host itself leaves of
+a loopback answer under the attack's load); the balancer's resident memory is read from
+/proc; `--settle` seconds after the attack ends its final memory and the client
+connections it still holds are read. Writes bench/results/attack-*.json and, for a full
+run, the table of docs/reliability.md.
 
     python bench/attack.py                      # every attack, ~12 minutes
     python bench/attack.py --only idle,bad-chunk --seconds 15
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import procstat
 import targets
-from attackers import Holder, Probe, Slowhttptest
+from attackers import FloorServer, Holder, Probe, Slowhttptest
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -254,7 +256,9 @@ async def run_one(
 
     stop_probe, stop_sampler = asyncio.Event(), asyncio.Event()
     probe, sampler = Probe(target.port), MemorySampler([pid])
-    probing = asyncio.create_task(probe.run(stop_probe))
+    floor_server = FloorServer(lifetime=attack.seconds + settle + 60)
+    floor = Probe(floor_server.port)
+    probing = asyncio.gather(probe.run(stop_probe), floor.run(stop_probe))
     sampling = asyncio.create_task(sampler.run(stop_sampler))
     began = time.monotonic()
     saw = await attack.run(target.port, workdir)
@@ -265,6 +269,7 @@ async def run_one(
     ended = time.monotonic()
     stop_probe.set()
     await probing
+    floor_server.stop()
     await asyncio.sleep(max(0.0, settle - (time.monotonic() - ended)))
     stop_sampler.set()
     await sampling
@@ -274,6 +279,7 @@ async def run_one(
     after = state()
     row.update(
         probe=probe.summary(),
+        floor_probe=floor.summary(),
         ejected=ejected(target.name, before, after),
         state_before=before,
         state_after=after,
@@ -330,6 +336,7 @@ def brief(row: dict) -> dict:
         "probe": {
             k: row["probe"][k] for k in ("ok_percent", "worst_latency_s", "longest_outage_s")
         },
+        "floor_worst_latency_s": row["floor_probe"]["worst_latency_s"],
         "ejected": row["ejected"],
         "rss_mib": row["rss_mib"],
         "held": row["client_connections_at_end"],
@@ -357,9 +364,9 @@ def render(report: dict) -> str:
         f"took {report['seconds'] / 60:.1f} minutes).",
         "",
         "| attack | balancer | probes answered 200 in time | worst probe | longest outage "
-        "| replicas ejected | RSS MiB: start, peak, final | client connections held at the end "
-        "| what the attack's clients saw |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| worst probe of an idle server beside it | replicas ejected | RSS MiB: start, peak, "
+        "final | client connections held at the end | what the attack's clients saw |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, rows in report["rows"].items():
         label = report["attacks"][name]["label"]
@@ -373,9 +380,11 @@ def render(report: dict) -> str:
             worst = f"{p['worst_latency_s']:.2f} s"
             if "timeout" in p["failures"]:
                 worst = f"{worst} (timeout)"
+            floor = row.get("floor_probe")  # reports before 2026-12-04 have none
+            floor_worst = f"{floor['worst_latency_s']:.2f} s" if floor else "not measured"
             lines.append(
                 f"| {label} | {balancer} | {p['ok_percent']:.1f} % ({p['ok']}/{p['sent']}) "
-                f"| {worst} | {p['longest_outage_s']:.1f} s | {ejected} "
+                f"| {worst} | {p['longest_outage_s']:.1f} s | {floor_worst} | {ejected} "
                 f"| {rss['start']:.0f}, {rss['peak']:.0f}, {rss['final']:.0f} | {held} "
                 f"| {row['attackers_saw']} |"
             )

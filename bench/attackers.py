@@ -2,6 +2,10 @@
 
 - `Probe`: a well-behaved client, `GET /home` on a new connection every 0.2 s, each with a
   2 s deadline; it says how much of the service the other clients were left.
+- `FloorServer`: an idle process answering 200 at once, with no replica behind it; a second
+  probe aimed at it during an attack shows what the machine itself leaves of a loopback
+  answer (when it is slow too, the attack's load on the host is the limit, not the
+  balancer).
 - `Slowhttptest`: one run of Debian's `slowhttptest` (slow headers, slow bodies, slow
   reads), bounded by its own `-l` test length.
 - `Holder`: N raw connections that send a fixed payload (a malformed chunked body, or
@@ -19,6 +23,8 @@ import csv
 import re
 import shlex
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -110,6 +116,42 @@ class Probe:
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+FLOOR_SERVER = """
+import asyncio, sys
+ANSWER = b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok"
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.head = transport, b""
+    def data_received(self, data):
+        self.head += data
+        if b"\\r\\n\\r\\n" in self.head:
+            self.transport.write(ANSWER)
+            self.transport.close()
+async def main():
+    server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(float(sys.argv[1]))
+asyncio.run(main())
+"""
+
+
+class FloorServer:
+    """A process that answers every request with 200 at once, for at most `lifetime` s."""
+
+    def __init__(self, lifetime: float) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, str(lifetime)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+
+    def stop(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
 
 
 @dataclass(frozen=True)
