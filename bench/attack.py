@@ -6,9 +6,10 @@ which also takes POST bodies and serves a 64 MiB answer) and HAProxy 2.6 (`nbthr
 bench/targets.py's configuration plus a 10 s header timeout and a stats socket) is put in
 front of those same processes. The attack runs against HAProxy, then against ringlb (so a
 replica ringlb replaces cannot leave HAProxy pointing at a dead port). During each run the
-probe sends `GET /home` every 0.2 s on a new connection with a 2 s deadline, and a second
-probe does the same to an idle process that answers at once (what the host itself leaves of
-a loopback answer under the attack's load); the balancer's resident memory is read from
+probe sends `GET /home` every 0.2 s on a new connection with a 2 s deadline, a second
+probe does the same straight to one replica (what the replicas answer under the attack),
+and a third to an idle process that answers at once (what the host itself leaves of a
+loopback answer under the attack's load); the balancer's resident memory is read from
 /proc; `--settle` seconds after the attack ends its final memory and the client
 connections it still holds are read. Writes bench/results/attack-*.json and, for a full
 run, the table of docs/reliability.md.
@@ -235,9 +236,15 @@ def log_summary(records: list[dict]) -> list[dict]:
 
 
 async def run_one(
-    target: targets.Target, attack: Slowhttptest | Holder, workdir: Path, settle: float
+    target: targets.Target,
+    attack: Slowhttptest | Holder,
+    workdir: Path,
+    settle: float,
+    replica: targets.ReplicaEndpoint,
 ) -> dict:
-    """Runs one attack against one balancer; returns the row's figures."""
+    """Runs one attack against one balancer; returns the row's figures. Beside the probe
+    through the balancer, one probe goes straight to `replica` (what the replicas answer
+    under the attack) and one to an idle server (what the host answers)."""
     pid = target.pids()[0]
     is_ringlb = target.name == "ringlb"
     if is_ringlb:
@@ -253,12 +260,13 @@ async def run_one(
     connections_before = procstat.tcp_connections(pid, target.port)
     before = state()
     rss_start = procstat.memory_kib(pid)["VmRSS"]
+    cpu_start = procstat.cpu_seconds(pid), procstat.total_cpu_seconds([replica.pid])
 
     stop_probe, stop_sampler = asyncio.Event(), asyncio.Event()
     probe, sampler = Probe(target.port), MemorySampler([pid])
     floor_server = FloorServer(lifetime=attack.seconds + settle + 60)
-    floor = Probe(floor_server.port)
-    probing = asyncio.gather(probe.run(stop_probe), floor.run(stop_probe))
+    floor, direct = Probe(floor_server.port), Probe(replica.port)
+    probing = asyncio.gather(*(p.run(stop_probe) for p in (probe, floor, direct)))
     sampling = asyncio.create_task(sampler.run(stop_sampler))
     began = time.monotonic()
     saw = await attack.run(target.port, workdir)
@@ -267,6 +275,7 @@ async def run_one(
     # every hostile connection early.
     await asyncio.sleep(max(0.0, attack.seconds - (time.monotonic() - began)))
     ended = time.monotonic()
+    cpu_end = procstat.cpu_seconds(pid), procstat.total_cpu_seconds([replica.pid])
     stop_probe.set()
     await probing
     floor_server.stop()
@@ -280,6 +289,13 @@ async def run_one(
     row.update(
         probe=probe.summary(),
         floor_probe=floor.summary(),
+        replica_probe=direct.summary(),
+        # CPU seconds over the attack: the balancer's, and the probed replica's (it serves
+        # a third of the attack's requests).
+        cpu_s={
+            "balancer": round(cpu_end[0] - cpu_start[0], 2),
+            "replica": round(cpu_end[1] - cpu_start[1], 2),
+        },
         ejected=ejected(target.name, before, after),
         state_before=before,
         state_after=after,
@@ -315,7 +331,9 @@ async def run_attack(name: str, attack: Slowhttptest | Holder, workdir: Path, ar
             else:
                 target = start_haproxy(balancer, workdir / balancer, replicas)
             try:
-                rows[balancer] = row = await run_one(target, attack, workdir, args.settle)
+                rows[balancer] = row = await run_one(
+                    target, attack, workdir, args.settle, replicas[0]
+                )
             finally:
                 if target is not ringlb:
                     target.stop()
@@ -336,6 +354,8 @@ def brief(row: dict) -> dict:
         "probe": {
             k: row["probe"][k] for k in ("ok_percent", "worst_latency_s", "longest_outage_s")
         },
+        "replica_worst_latency_s": row["replica_probe"]["worst_latency_s"],
+        "cpu_s": row["cpu_s"],
         "floor_worst_latency_s": row["floor_probe"]["worst_latency_s"],
         "ejected": row["ejected"],
         "rss_mib": row["rss_mib"],
@@ -364,9 +384,10 @@ def render(report: dict) -> str:
         f"took {report['seconds'] / 60:.1f} minutes).",
         "",
         "| attack | balancer | probes answered 200 in time | worst probe | longest outage "
-        "| worst probe of an idle server beside it | replicas ejected | RSS MiB: start, peak, "
-        "final | client connections held at the end | what the attack's clients saw |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| worst probe straight to a replica | worst probe of an idle server beside it "
+        "| replicas ejected | RSS MiB: start, peak, final | client connections held at the end "
+        "| what the attack's clients saw |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name, rows in report["rows"].items():
         label = report["attacks"][name]["label"]
@@ -380,11 +401,14 @@ def render(report: dict) -> str:
             worst = f"{p['worst_latency_s']:.2f} s"
             if "timeout" in p["failures"]:
                 worst = f"{worst} (timeout)"
-            floor = row.get("floor_probe")  # reports before 2026-12-04 have none
+            # Reports before 2026-12-04 21:30 UTC have neither.
+            direct, floor = row.get("replica_probe"), row.get("floor_probe")
+            direct_worst = f"{direct['worst_latency_s']:.2f} s" if direct else "not measured"
             floor_worst = f"{floor['worst_latency_s']:.2f} s" if floor else "not measured"
             lines.append(
                 f"| {label} | {balancer} | {p['ok_percent']:.1f} % ({p['ok']}/{p['sent']}) "
-                f"| {worst} | {p['longest_outage_s']:.1f} s | {floor_worst} | {ejected} "
+                f"| {worst} | {p['longest_outage_s']:.1f} s | {direct_worst} | {floor_worst} "
+                f"| {ejected} "
                 f"| {rss['start']:.0f}, {rss['peak']:.0f}, {rss['final']:.0f} | {held} "
                 f"| {row['attackers_saw']} |"
             )
