@@ -199,12 +199,17 @@ class MemorySampler:
         self.pids = pids
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
+        # The host's TCP socket memory (every process's socket buffers): under the kernel's
+        # tcp_mem pressure, writes fail though the sockets poll writable.
+        self.tcp_samples: list[tuple[float, int]] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         began = time.monotonic()
         while not stop.is_set():
             rss = procstat.total_memory_kib(self.pids)["VmRSS"]
-            self.samples.append((round(time.monotonic() - began, 1), rss))
+            at = round(time.monotonic() - began, 1)
+            self.samples.append((at, rss))
+            self.tcp_samples.append((at, procstat.tcp_memory_kib()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 
@@ -305,6 +310,8 @@ async def run_one(
             "final": round(memory["VmRSS"] / 1024, 1),
         },
         rss_samples_kib=sampler.samples,
+        tcp_memory_peak_mib=round(max((kib for _, kib in sampler.tcp_samples), default=0) / 1024),
+        tcp_memory_samples_kib=sampler.tcp_samples,
         client_connections_before=connections_before,
         client_connections_at_end=connections_at_end,
         attackers=saw,
@@ -356,6 +363,7 @@ def brief(row: dict) -> dict:
         },
         "replica_worst_latency_s": row["replica_probe"]["worst_latency_s"],
         "cpu_s": row["cpu_s"],
+        "tcp_memory_peak_mib": row["tcp_memory_peak_mib"],
         "floor_worst_latency_s": row["floor_probe"]["worst_latency_s"],
         "ejected": row["ejected"],
         "rss_mib": row["rss_mib"],

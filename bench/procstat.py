@@ -89,3 +89,13 @@ def tcp_connections(pid: int, local_port: int) -> dict[str, int]:
             if port == local_port and state != "LISTEN" and fields[9] in inodes:
                 counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def tcp_memory_kib() -> int:
+    """Returns the memory this network namespace's TCP sockets hold now (all processes:
+    every socket buffer, the kernel's `tcp_mem` accounting), in KiB."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return 0
