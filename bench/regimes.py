@@ -29,6 +29,8 @@ import targets
 from run import compare, measure, summarize
 from wrk import WrkSettings, run_wrk
 
+import ringlb as ringlb_package
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RANDOM_KEY = str(HERE / "random_key.lua")
@@ -133,6 +135,8 @@ def main() -> int:
     started = time.time()
     load_at_start = os.getloadavg()
     print(f"regimes: load average at start {load_at_start}", flush=True)
+    # A source edited after the build runs as plain Python: say which one this run measures.
+    print(f"regimes: ringlb's hot path: {ringlb_package.BUILD}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="ringlb-regimes-"))
     running: list[targets.Target] = []
     rows: list[dict] = []
@@ -194,6 +198,7 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "machine": targets.machine(),
         "load_average_at_start": load_at_start,
+        "ringlb_hot_path": ringlb_package.BUILD,
         "versions": {name: targets.version(name) for name in ("haproxy", "wrk")},
         "rounds": args.rounds,
         "seconds": args.seconds,
