@@ -45,6 +45,8 @@ import procstat
 import targets
 from attackers import FloorServer, Holder, Probe, Slowhttptest
 
+import ringlb as ringlb_package
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DOC = HERE.parent / "docs" / "reliability.md"
@@ -378,6 +380,9 @@ def versions() -> dict[str, str]:
     return {
         "haproxy": targets.version("haproxy"),
         "slowhttptest": found.group(1) if found else "unknown",
+        # `ringlb serve` runs from this same environment: a source edited after the build
+        # runs as plain Python, and the figures are then the pure build's.
+        "ringlb_hot_path": ringlb_package.BUILD,
     }
 
 
@@ -387,7 +392,8 @@ def render(report: dict) -> str:
     lines = [
         f"Measured by `make attack` on {report['started'][:10]} ({m['cpus']} cores, "
         f"{m['cpu_model']}, Python {m['python']}, {report['versions']['haproxy'].split(' - ')[0]},"
-        f" slowhttptest {report['versions']['slowhttptest']}; load average at start "
+        f" slowhttptest {report['versions']['slowhttptest']}; ringlb's hot path "
+        f"{report['versions'].get('ringlb_hot_path', 'not recorded')}; load average at start "
         f"{', '.join(f'{x:.2f}' for x in report['load_average_at_start'])}; the whole run "
         f"took {report['seconds'] / 60:.1f} minutes).",
         "",
@@ -466,6 +472,7 @@ async def main_async(args: argparse.Namespace) -> dict:
     chosen = {n: a for n, a in ATTACKS.items() if not args.only or n in args.only}
     workdir = Path(tempfile.mkdtemp(prefix="ringlb-attack-"))
     print(f"attack: work files in {workdir}", flush=True)
+    print(f"attack: ringlb's hot path: {ringlb_package.BUILD}", flush=True)
     started = time.time()
     report: dict = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
