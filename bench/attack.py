@@ -272,20 +272,22 @@ async def run_one(
     stop_probe, stop_sampler = asyncio.Event(), asyncio.Event()
     probe, sampler = Probe(target.port), MemorySampler([pid])
     floor_server = FloorServer(lifetime=attack.seconds + settle + 60)
-    floor, direct = Probe(floor_server.port), Probe(replica.port)
-    probing = asyncio.gather(*(p.run(stop_probe) for p in (probe, floor, direct)))
-    sampling = asyncio.create_task(sampler.run(stop_sampler))
-    began = time.monotonic()
-    saw = await attack.run(target.port, workdir)
-    row["attack_seconds"] = round(time.monotonic() - began, 1)
-    # The probe watches for the attack's whole length, even when the balancer has dropped
-    # every hostile connection early.
-    await asyncio.sleep(max(0.0, attack.seconds - (time.monotonic() - began)))
-    ended = time.monotonic()
-    cpu_end = procstat.cpu_seconds(pid), procstat.total_cpu_seconds([replica.pid])
-    stop_probe.set()
-    await probing
-    floor_server.stop()
+    try:
+        floor, direct = Probe(floor_server.port), Probe(replica.port)
+        probing = asyncio.gather(*(p.run(stop_probe) for p in (probe, floor, direct)))
+        sampling = asyncio.create_task(sampler.run(stop_sampler))
+        began = time.monotonic()
+        saw = await attack.run(target.port, workdir)
+        row["attack_seconds"] = round(time.monotonic() - began, 1)
+        # The probe watches for the attack's whole length, even when the balancer has
+        # dropped every hostile connection early.
+        await asyncio.sleep(max(0.0, attack.seconds - (time.monotonic() - began)))
+        ended = time.monotonic()
+        cpu_end = procstat.cpu_seconds(pid), procstat.total_cpu_seconds([replica.pid])
+        stop_probe.set()
+        await probing
+    finally:
+        floor_server.stop()  # also when the attack failed: nothing of ours outlives a row
     await asyncio.sleep(max(0.0, settle - (time.monotonic() - ended)))
     stop_sampler.set()
     await sampling

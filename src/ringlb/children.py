@@ -12,6 +12,7 @@ pidfd (not Linux), a thread waits for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -48,7 +49,9 @@ class Child:
 
     def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         code = self._popen.wait()
-        loop.call_soon_threadsafe(self._exited.set_result, code)
+        # A loop closed meanwhile has nobody left to tell.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._exited.set_result, code)
 
     async def wait(self) -> int:
         """Returns the exit status once the child has exited."""
